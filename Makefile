@@ -29,8 +29,12 @@ lint:
 	$(BIN)/ruff check ezpz tests benchmarks
 	$(BIN)/ruff format --check ezpz tests benchmarks
 
+# .venv-phdf5: Debian's Open MPI + parallel HDF5, mpi4py and h5py built against them.
+install-parallel:
+	bash scripts/install-parallel-hdf5.sh
+
 demo:
 	$(BIN)/mpiexec -n 2 $(BIN)/python -m ezpz.examples.train
 
 clean:
-	rm -rf $(VENV) outputs .test-results build *.egg-info
+	rm -rf $(VENV) .venv-phdf5 outputs .test-results build *.egg-info

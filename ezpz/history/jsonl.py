@@ -1,0 +1,113 @@
+"""The per-step JSONL log: one strict-JSON object per ``update()`` (rank 0).
+
+Each line is ``{"_step": int, "_time": float, "<key>": value, ...}`` with raw
+values, statistics (``<key>/mean`` ...) and vector metrics (lists). JSON has
+no NaN or infinity, so those are written as the strings ``"NaN"``,
+``"Infinity"`` and ``"-Infinity"`` and turned back into floats on reading.
+Lines go straight to the OS with one ``write`` each: a job killed with
+SIGKILL keeps every line it finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ezpz.history.keys import STEP_FIELD, TIME_FIELD
+
+logger = logging.getLogger(__name__)
+
+_NONFINITE_TO_STR = {math.inf: "Infinity", -math.inf: "-Infinity"}
+_STR_TO_FLOAT = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+_isfinite = math.isfinite
+
+
+def encode_nonfinite(value: float) -> float | str:
+    if _isfinite(value):
+        return value
+    return "NaN" if value != value else _NONFINITE_TO_STR[value]
+
+
+def decode_value(value: Any) -> float | list[float] | None:
+    """A JSON value back to a float (or a list of floats); None if not numeric."""
+    if type(value) is float or type(value) is int:
+        return float(value)
+    if type(value) is str:
+        return _STR_TO_FLOAT.get(value)
+    if type(value) is bool:
+        return float(value)
+    if type(value) is list:
+        out = [decode_value(v) for v in value]
+        return [math.nan if v is None or isinstance(v, list) else v for v in out]
+    return None
+
+
+class JsonlWriter:
+    """Appends records to a JSONL file opened once for the whole run."""
+
+    def __init__(self, path: str | os.PathLike[str], overwrite: bool = False) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if overwrite else 0)
+        self._fd: int | None = os.open(self.path, flags, 0o644)
+
+    def write(
+        self,
+        step: int,
+        time: float,
+        record: dict[str, Any],
+        finite: bool = True,
+    ) -> None:
+        """Write one line; ``finite=False`` when some float may be NaN/inf."""
+        if self._fd is None:
+            return
+        if not finite:
+            record = {
+                k: (encode_nonfinite(v) if type(v) is float else _encode_list(v))
+                for k, v in record.items()
+            }
+        body = orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY)
+        head = b'{"%s":%d,"%s":%s' % (
+            STEP_FIELD.encode(),
+            step,
+            TIME_FIELD.encode(),
+            repr(time).encode(),
+        )
+        line = head + (b"," + body[1:] if len(body) > 2 else b"}") + b"\n"
+        try:
+            os.write(self._fd, line)
+        except OSError as exc:  # disk full, quota: keep training, say so once
+            logger.error("ezpz: JSONL write to %s failed (%s); stopping JSONL", self.path, exc)
+            self.close()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _encode_list(value: Any) -> Any:
+    if type(value) is list:
+        return [encode_nonfinite(v) if type(v) is float else v for v in value]
+    return value
+
+
+def read_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Yield decoded records; a torn last line (killed run) is skipped with a warning."""
+    with open(path, "rb") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                logger.warning("ezpz: %s:%d is not valid JSON (torn write?); skipped", path, lineno)
+                continue
+            if isinstance(record, dict):
+                yield record
