@@ -1,0 +1,80 @@
+"""Property tests: the console summary never raises and stays bounded for any floats."""
+
+from __future__ import annotations
+
+import math
+import re
+from decimal import Decimal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ezpz.utils import SummaryFormatter, format_compact_summary, format_std, format_value
+
+BASES = ["loss", "acc", "dtf", "train/loss", "eval/acc", "iter", "train/step", "lr", "momentum"]
+MEMORY = ["mem_alloc", "mem_peak_alloc", "mem_reserved", "mem_peak_reserved", "train/mem_alloc"]
+SUFFIXES = ["", "/mean", "/max", "/min", "/std", "/avg"]
+KEYS = st.one_of(
+    st.builds(lambda b, s: b + s, st.sampled_from(BASES + MEMORY), st.sampled_from(SUFFIXES)),
+    st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=12),
+)
+COMPANIONS = {"mean", "max", "min", "std", "avg", "count", "nonfinite", "max_rank", "min_rank"}
+ANY_FLOAT = st.floats(allow_nan=True, allow_infinity=True)
+STD_TEXT = re.compile(r"^(0|nan|-?inf|-?\d{1,2}(\.\d{1,3})?|-?\d\.\de[+-][1-9]\d*)$")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    metrics=st.dictionaries(KEYS, ANY_FLOAT, max_size=25),
+    precision=st.integers(0, 10),
+)
+def test_any_float_dict_formats(metrics, precision):
+    line = format_compact_summary(metrics, precision=precision)
+    assert line == SummaryFormatter(precision).format(metrics)
+    assert "\n" not in line
+    # no number token runs away: 1e15 and up goes scientific
+    for token in re.findall(r"=([^ (]+)", line):
+        assert len(token) <= 48, line
+    # every non-statistic key is shown (memory keys as one memory token)
+    for key in metrics:
+        base, _, suffix = key.rpartition("/")
+        if base in metrics and suffix in COMPANIONS:
+            continue
+        if any(key.endswith(m) for m in ("mem_alloc", "mem_reserved", "mem_peak_alloc")):
+            continue
+        if key.endswith("mem_peak_reserved"):
+            continue
+        assert f"{key}=" in line, (key, line)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=st.lists(st.dictionaries(KEYS, ANY_FLOAT, max_size=10), min_size=1, max_size=8))
+def test_formatter_over_changing_key_sets(rows):
+    formatter = SummaryFormatter(precision=4)
+    for row in rows:
+        assert isinstance(formatter.format(row), str)
+
+
+@settings(max_examples=500, deadline=None)
+@given(ANY_FLOAT)
+def test_std_text_shape_and_accuracy(s):
+    text = format_std(s)
+    assert STD_TEXT.match(text), text
+    if math.isfinite(s) and s != 0:
+        # two significant figures: within 5 % of the true value
+        assert abs(Decimal(text) - Decimal(s)) <= Decimal("0.05") * abs(Decimal(s)), (s, text)
+        assert len(text) <= 9  # "-1.0e+300" at worst
+
+
+@settings(max_examples=500, deadline=None)
+@given(ANY_FLOAT, st.integers(0, 12))
+def test_value_text_is_bounded_and_close(v, precision):
+    text = format_value(v, precision)
+    assert len(text) <= 16 + 2 * precision, text
+    if math.isfinite(v):
+        error = abs(Decimal(text) - Decimal(v))
+        # exact to the printed decimals, or 2 significant figures for tiny/huge values
+        allowed = max(
+            Decimal(5) * Decimal(10) ** -(precision + 1), Decimal("0.05") * abs(Decimal(v))
+        )
+        assert error <= allowed, text
