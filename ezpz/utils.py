@@ -70,6 +70,8 @@ LARGE = 1e15  # |value| at or above this prints in scientific notation
 _MAX_TINY_DECIMALS = 12  # below 1e-11 a value that rounds to 0 goes scientific
 _INF = math.inf
 
+_FLOAT_ONLY = {float}
+
 # Field kinds in a layout.
 _METRIC, _COUNTER, _BARE, _MEMORY = range(4)
 
@@ -304,6 +306,8 @@ class SummaryFormatter:
     def __init__(self, precision: int = 6) -> None:
         self._keys: tuple[str, ...] | None = None
         self._layout: list[_Field] = []
+        # For lines of plain ``key=value`` tokens only: (values getter, %-template).
+        self._plain: tuple[Any, str] | None = None
         self._counter_widths: dict[str, int] = {}
         self._set_precision(precision)
 
@@ -311,6 +315,19 @@ class SummaryFormatter:
         self.precision = _check_precision(precision)
         self._spec = f".{self.precision}f"
         self._small = 0.5 * 10.0**-self.precision  # below this, a value rounds to 0
+        self._keys = None  # the plain template embeds the precision
+
+    def _set_layout(self, keys: tuple[str, ...]) -> None:
+        self._layout = _build_layout(keys)
+        self._keys = keys
+        self._plain = None
+        fields = self._layout
+        if fields and all(f[0] in (_METRIC, _BARE) and f[3] is None for f in fields):
+            # No std, counter or memory token: one %-format call renders the line.
+            labels = [f[1].replace("%", "%%") for f in fields]
+            template = " ".join(f"{label}%.{self.precision}f" for label in labels)
+            getter = operator.itemgetter(*[f[2] for f in fields])
+            self._plain = (getter, template)
 
     def format(self, metrics: Mapping[str, Any], precision: int | None = None) -> str:
         """The summary line for one step's ``metrics`` (raw values and stats)."""
@@ -318,8 +335,17 @@ class SummaryFormatter:
             self._set_precision(precision)
         keys = tuple(metrics)
         if keys != self._keys:
-            self._layout = _build_layout(keys)
-            self._keys = keys
+            self._set_layout(keys)
+        if self._plain is not None:
+            getter, template = self._plain
+            values = getter(metrics)
+            if type(values) is not tuple:
+                values = (values,)
+            # Plain floats in the fixed-point range: the template gives the same text.
+            if set(map(type, values)) == _FLOAT_ONLY and (
+                self._small <= min(map(abs, values)) and max(map(abs, values)) < LARGE
+            ):
+                return template % values
         try:
             return self._render_numbers(metrics, self._layout)
         except Exception:
