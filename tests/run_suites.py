@@ -96,7 +96,7 @@ def main() -> int:
     if args.only in (None, "mpio") and (phdf5 / "python").exists():
         for n in (2, 4):
             phases.append((f"mpio-n{n}", *run_mpi(
-                f"mpio-n{n}", phdf5, n, ["tests/mpi/test_ranks_h5.py"], ["--oversubscribe"])))
+                f"mpio-n{n}", phdf5, n, ["tests/mpi/test_ranks_h5.py", "tests/mpi/test_finalize_mpi.py"], ["--oversubscribe"])))
     elif args.only == "mpio":
         print("no .venv-phdf5: run `make install-parallel` first")
         return 2

@@ -66,3 +66,16 @@ def test_bytes_per_value_near_eight():
     per_value = g.nbytes() / (n * 10)  # includes the step and time columns
     assert per_value <= 10.0, per_value
     assert per_value >= 8.0  # float64: nothing silently downcast
+
+
+def test_read_rows_matches_full_columns():
+    g = GroupStore("")
+    n = store_mod.BLOCK_ROWS + 300
+    for i in range(n):
+        g.append(("a",) if i % 3 else ("a", "b"), [float(i)] if i % 3 else [float(i), 1.0], i, i)
+    for start, stop in [(0, 10), (store_mod.BLOCK_ROWS - 5, store_mod.BLOCK_ROWS + 5), (n - 1, n)]:
+        steps, times, (a, b) = g.read_rows(["a", "b"], start, stop)
+        np.testing.assert_array_equal(steps, np.arange(start, stop))
+        np.testing.assert_array_equal(times, np.arange(start, stop, dtype=float))
+        np.testing.assert_array_equal(a, g.column("a")[start:stop])
+        np.testing.assert_array_equal(b, g.column("b")[start:stop])

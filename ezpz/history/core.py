@@ -128,6 +128,7 @@ class History:
         self._num_updates = 0
         self._after_update: list[Callable[[History, int], None]] = []
         self._closed = False
+        self._ranks_flusher: Any = None
 
         if jsonl_path is None:
             jsonl_path = self.report_dir / f"{self.run_id}.jsonl"
@@ -152,6 +153,12 @@ class History:
 
         set_active_tracker(self.tracker)
         self._summary = SummaryFormatter()
+        if self.distributed:
+            from ezpz.history import ranks_h5
+
+            # Periodic collective flushes of every rank's raw values (ranks.h5),
+            # so non-root memory of long runs is written out as it goes.
+            ranks_h5.attach(self)
 
     # -- set-up ----------------------------------------------------------
     def _setup_comm(
@@ -306,6 +313,8 @@ class History:
             self._jsonl.close()
         if self._reducer is not None:
             self._reducer.close()
+        if self._ranks_flusher is not None:
+            self._ranks_flusher.close()
         if self._owns_comm and self.comm is not None:
             try:
                 self.comm.Free()

@@ -38,6 +38,18 @@ class _Column:
             self.blocks[b][off : off + take] = values[pos : pos + take]
             pos += take
 
+    def read_slice(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)`` copied out of the blocks that hold them."""
+        out = np.full(max(stop - start, 0), np.nan)
+        pos = start
+        while pos < stop:
+            b, off = divmod(pos, BLOCK_ROWS)
+            take = min(BLOCK_ROWS - off, stop - pos)
+            if b < len(self.blocks):
+                out[pos - start : pos - start + take] = self.blocks[b][off : off + take]
+            pos += take
+        return out
+
     def read(self, n: int) -> np.ndarray:
         if not self.blocks:
             return np.full(n, np.nan)
@@ -125,6 +137,16 @@ class GroupStore:
         """A copy of the column, NaN where a row did not log it."""
         self._flush()
         return self._columns[name].read(self._n)
+
+    def read_rows(
+        self, names: list[str], start: int, stop: int
+    ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """Steps, times and the named columns of rows ``[start, stop)`` only."""
+        self._flush()
+        stop = min(stop, self._n)
+        steps = self._steps.read_slice(start, stop).astype(np.int64)
+        times = self._times.read_slice(start, stop)
+        return steps, times, [self._columns[n].read_slice(start, stop) for n in names]
 
     def vector_names(self) -> list[str]:
         return list(self._vectors)
