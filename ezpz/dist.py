@@ -195,6 +195,10 @@ def _seed_everything(seed: int, rank: int) -> None:
     torch.manual_seed(rank_seed)
 
 
+_TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+_saved_env: dict[str, str | None] = {}
+
+
 def get_torch_device(*, as_string: bool = False) -> Any:
     """The device this rank should compute on.
 
@@ -260,7 +264,10 @@ def setup_torch(
 
     chosen = (backend or os.environ.get("EZPZ_TORCH_BACKEND") or _default_backend(kind)).lower()
     addr, port = _rendezvous(comm)
-    # Libraries that read the torchrun variables see the same world.
+    # Libraries that read the torchrun variables see the same world;
+    # cleanup() puts the previous values back.
+    _saved_env.clear()
+    _saved_env.update({name: os.environ.get(name) for name in _TORCHRUN_VARS})
     os.environ.update(
         {
             "RANK": str(rank),
@@ -302,3 +309,9 @@ def cleanup() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+    for name, value in _saved_env.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    _saved_env.clear()
