@@ -144,7 +144,8 @@ class History:
             backends=backends,
             project_name=project_name,
             config=self.config or None,
-            outdir=self.outdir,
+            # File backends (csv) write where finalize() will put its outputs.
+            outdir=self.outdir if self.outdir is not None else self.report_dir / self.run_id,
             rank=self.rank,
             world_size=self.world_size,
         )
@@ -212,6 +213,9 @@ class History:
                 rank=self.rank,
                 world_size=self.world_size,
             )
+            from ezpz.history.stopwatch import set_active_tracker
+
+            set_active_tracker(self.tracker)
         if not isinstance(metrics, Mapping):
             raise TypeError(f"update() takes a dict of metrics, got {type(metrics).__name__}")
         if step is None:

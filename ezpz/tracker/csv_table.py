@@ -1,0 +1,234 @@
+"""A CSV file whose columns grow while rows are appended, never torn, never O(n^2).
+
+Layout of the file::
+
+    step,loss,lr,grad_norm\\n          <- header text
+    \\n\\n\\n ... \\n                       <- padding: blank lines reserved for the header
+    0,0.5,0.0001\\n                     <- rows, appended; a row may be shorter than
+    1,0.3,0.0001,0.8\\n                    the header (readers fill the missing cells)
+
+- **Rows** are appended with one ``pwrite`` each, so a killed process leaves
+  either the whole row or none of it.
+- **A new column** is written into the padding after the header text — one
+  small ``pwrite`` that turns ``"\\n"`` bytes into ``",grad_norm"`` —
+  *before* the first row that uses it. Blank lines are skipped by pandas, R,
+  and Python's ``csv.DictReader``, so the file is valid before and after.
+- When the padding is used up, or the small write would cross a page (the
+  one place a kill could split a write), the file is rewritten once to a
+  temporary name with twice the header room and renamed into place, which
+  is atomic. Header room doubles, so rewrites are O(log(header length)) for
+  the whole run: appending stays O(row), not O(file).
+
+An existing file is continued (a restarted job appends), never truncated.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import mmap
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+_MIN_HEADER_ROOM = 256
+_PAGE = mmap.PAGESIZE
+_NEEDS_QUOTES = frozenset(',"\n\r')
+
+
+def csv_field(value: Any) -> str:
+    """One CSV cell: floats round-trip (``nan``/``inf`` spelled as pandas reads them)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return repr(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        text = json.dumps([_jsonable(v) for v in value])
+    else:
+        try:
+            text = repr(float(value)) if _is_number(value) else str(value)
+        except (TypeError, ValueError):
+            text = str(value)
+    if any(ch in _NEEDS_QUOTES for ch in text):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def _is_number(value: Any) -> bool:
+    # numpy scalars and 0-d arrays behave like floats; strings do not.
+    return hasattr(value, "__float__") and not isinstance(value, (str, bytes))
+
+
+def _jsonable(value: Any) -> Any:
+    # Python's json reads NaN/Infinity back as floats; other readers may need a flag.
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+class GrowingCsv:
+    """Append rows (dicts) to ``path``; unseen keys become new columns."""
+
+    def __init__(self, path: str | os.PathLike[str], first_columns: Sequence[str] = ()) -> None:
+        self.path = Path(path)
+        self.columns: list[str] = []
+        self._index: dict[str, int] = {}
+        self._fd: int | None = None
+        self._header_len = 0  # bytes of header text (no newline)
+        self._header_room = 0  # bytes from 0 to the first row: text + padding newlines
+        self._end = 0  # where the next row goes
+        self.rewrites = 0  # how many times the file was rewritten (for tests/benchmarks)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._cleanup_temp()
+        if self.path.exists() and self.path.stat().st_size > 0:
+            self._resume()
+        else:
+            self._rewrite(list(first_columns))
+        missing = [c for c in first_columns if c not in self._index]
+        if missing:
+            self._add_columns(missing)
+
+    # -- public --------------------------------------------------------------
+    def append(self, row: Mapping[str, Any]) -> None:
+        """Write one row; columns for new keys are added first."""
+        index = self._index
+        new = [key for key in row if key not in index]
+        if new:
+            self._add_columns(new)
+            index = self._index
+        cells = [""] * len(self.columns)
+        last = -1
+        for key, value in row.items():
+            i = index[key]
+            cells[i] = csv_field(value)
+            if i > last:
+                last = i
+        line = (",".join(cells[: last + 1]) + "\n").encode()
+        self._write_at(line, self._end)
+        self._end += len(line)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    # -- header --------------------------------------------------------------
+    def _add_columns(self, names: Sequence[str]) -> None:
+        addition = "".join(
+            ("," if (self.columns or i) else "") + csv_field(str(n)) for i, n in enumerate(names)
+        )
+        data = addition.encode()
+        start, stop = self._header_len, self._header_len + len(data)
+        same_page = start // _PAGE == (stop - 1) // _PAGE
+        if stop < self._header_room and same_page and self._fd is not None:
+            # The byte after `stop` is still a padding "\n": it ends the header.
+            self._write_at(data, start)
+            self._header_len = stop
+            self._register(names)
+        else:
+            self._rewrite([*self.columns, *names])
+
+    def _register(self, names: Sequence[str]) -> None:
+        for name in names:
+            self._index[name] = len(self.columns)
+            self.columns.append(name)
+
+    def _header_text(self, columns: Sequence[str]) -> bytes:
+        return ",".join(csv_field(str(c)) for c in columns).encode()
+
+    def _rewrite(self, columns: list[str]) -> None:
+        """Write header + padding + existing rows to a temp file; rename it into place."""
+        text = self._header_text(columns)
+        room = len(text) + max(_MIN_HEADER_ROOM, len(text))
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, text + b"\n" * (room - len(text)))
+            if self._fd is not None:
+                self._copy_rows(self._fd, fd)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        os.replace(tmp, self.path)
+        self.close()
+        self._fd = os.open(self.path, os.O_RDWR)
+        self._end = room + (self._end - self._header_room if self._end else 0)
+        self._header_len, self._header_room = len(text), room
+        self.columns, self._index = [], {}
+        self._register(columns)
+        self.rewrites += 1
+
+    def _copy_rows(self, src: int, dst: int) -> None:
+        offset, end = self._header_room, self._end
+        while offset < end:
+            chunk = os.pread(src, min(1 << 20, end - offset), offset)
+            if not chunk:
+                break
+            os.write(dst, chunk)
+            offset += len(chunk)
+
+    def _resume(self) -> None:
+        """Continue an existing file: read its header and padding, append after its end."""
+        import csv
+
+        self._fd = os.open(self.path, os.O_RDWR)
+        size = os.fstat(self._fd).st_size
+        head = os.pread(self._fd, min(size, 1 << 20), 0)
+        newline = head.find(b"\n")
+        if newline < 0:  # a header without rows or newline (not written by us): rewrite it
+            text = head
+            self._header_len = self._header_room = self._end = 0
+            columns = next(csv.reader([text.decode()]), [])
+            self.close()
+            self.path.unlink()
+            self._rewrite(columns)
+            return
+        room = newline
+        while room < len(head) and head[room : room + 1] == b"\n":
+            room += 1
+        columns = next(csv.reader([head[:newline].decode()]), [])
+        self._header_len, self._header_room = newline, room
+        self._register(columns)
+        self._end = size
+        if size and os.pread(self._fd, 1, size - 1) != b"\n":
+            # A row cut by something outside our control: end it so the next row is whole.
+            self._write_at(b"\n", size)
+            self._end += 1
+
+    def _cleanup_temp(self) -> None:
+        for stale in self.path.parent.glob(f".{self.path.name}.tmp-*"):
+            try:
+                pid = int(stale.name.rsplit("-", 1)[1])
+            except ValueError:
+                continue
+            if pid == os.getpid() or not _pid_alive(pid):
+                stale.unlink(missing_ok=True)
+
+    def _write_at(self, data: bytes, offset: int) -> None:
+        assert self._fd is not None
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(self._fd, view, offset)
+            view = view[written:]
+            offset += written
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
