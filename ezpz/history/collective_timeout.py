@@ -1,0 +1,86 @@
+"""Waiting on non-blocking MPI requests with an optional deadline.
+
+A rank that crashed or skipped ``update()`` never arrives at the statistics
+reduction, and a blocking ``Allreduce`` would then hold the whole allocation
+forever. With a timeout the requests are polled and a clear error names the
+step instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+TIMEOUT_ENV = "EZPZ_COLLECTIVE_TIMEOUT"
+
+# Poll tightly for this long (a healthy collective finishes in microseconds),
+# then back off so a long wait does not burn a whole core.
+_SPIN_SECONDS = 1e-3
+_MAX_SLEEP = 5e-3
+
+
+class CollectiveTimeoutError(TimeoutError):
+    """Raised when ranks do not all reach an ezpz collective within the timeout."""
+
+
+def timeout_from_env(value: float | None) -> float | None:
+    """The timeout in seconds: ``value`` when given, else ``EZPZ_COLLECTIVE_TIMEOUT``.
+
+    None (unset, empty, 0 or negative) means block as usual. A malformed
+    environment value is logged and ignored; a bad argument is an error.
+    """
+    if value is not None:
+        if not isinstance(value, (int, float)) or value != value:
+            raise ValueError(f"timeout must be a number of seconds, got {value!r}")
+        return float(value) if value > 0 else None
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        log.warning(
+            "%s=%r is not a number of seconds; collectives block as usual", TIMEOUT_ENV, raw
+        )
+        return None
+    return seconds if seconds > 0 else None
+
+
+def wait_all(
+    requests: Sequence[Any],
+    *,
+    deadline: float | None,
+    step: int | None,
+    what: str,
+    comm: Any,
+) -> None:
+    """Complete ``requests``; raise CollectiveTimeoutError once ``deadline`` passes.
+
+    ``deadline`` is a ``time.monotonic()`` value, or None to wait forever.
+    """
+    from mpi4py import MPI
+
+    if deadline is None:
+        MPI.Request.Waitall(list(requests))
+        return
+    reqs = list(requests)
+    spin_until = time.monotonic() + _SPIN_SECONDS
+    sleep = 1e-5
+    while not MPI.Request.Testall(reqs):
+        now = time.monotonic()
+        if now >= deadline:
+            raise CollectiveTimeoutError(
+                f"ezpz: cross-rank statistics for step {step} ({what}) did not complete on "
+                f"rank {comm.Get_rank()} of {comm.Get_size()} within the "
+                f"{TIMEOUT_ENV} timeout: another rank crashed, hangs, or skipped "
+                f"history.update() for this step. The communicator is no longer usable; "
+                f"abort the job."
+            )
+        if now > spin_until:
+            time.sleep(sleep)
+            sleep = min(sleep * 2, _MAX_SLEEP)
