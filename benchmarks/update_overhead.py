@@ -117,10 +117,14 @@ def main() -> None:
         print(f"History.update (JSONL + summary)     : median {h_med:6.2f} us  p99 {h_p99:6.2f} us")
         print(f"ratio median {h_med / b_med:.2f}  p99 {h_p99 / b_p99:.2f}   (target <= 1.0)")
         imp, bare = import_seconds(), python_startup_seconds()
-        print(f"import ezpz; ezpz.History: {imp:.3f} s wall (bare python {bare:.3f} s; target <= 0.3 s)")
+        print(
+            f"import ezpz; ezpz.History: {imp:.3f} s wall (bare python {bare:.3f} s; target <= 0.3 s)"
+        )
         if not args.skip_memory:
             bpv = bytes_per_value(args.memory_updates, tmp)
-            print(f"bytes per stored value after {args.memory_updates:,} updates: {bpv:.2f} (target <= 10)")
+            print(
+                f"bytes per stored value after {args.memory_updates:,} updates: {bpv:.2f} (target <= 10)"
+            )
 
 
 if __name__ == "__main__":

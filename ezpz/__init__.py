@@ -28,7 +28,21 @@ _LAZY: dict[str, str] = {
     "format_compact_summary": "ezpz.utils",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = [
+    "History",
+    "StopWatch",
+    "__version__",
+    "cleanup",
+    "format_compact_summary",
+    "get_local_rank",
+    "get_memory_metrics",
+    "get_rank",
+    "get_torch_device",
+    "get_world_size",
+    "setup_mlflow",
+    "setup_torch",
+    "setup_wandb",
+]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ezpz.dist import (

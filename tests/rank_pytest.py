@@ -23,7 +23,16 @@ def main() -> None:
         os.dup2(fd, 2)
     from mpi4py.run import main as mpi4py_main
 
-    sys.argv = ["mpi4py", "-m", "pytest", *args, f"--junitxml={prefix}-rank{rank}.xml"]
+    # A private base temp dir per rank: ranks sharing one would race in cleanup.
+    basetemp = f"{prefix}-rank{rank}-tmp"
+    sys.argv = [
+        "mpi4py",
+        "-m",
+        "pytest",
+        *args,
+        f"--junitxml={prefix}-rank{rank}.xml",
+        f"--basetemp={basetemp}",
+    ]
     mpi4py_main()
 
 

@@ -62,9 +62,20 @@ def run_mpi(
 ) -> tuple[int, list[Path]]:
     prefix = RESULTS / label
     mpiexec = str(venv_bin / "mpiexec")
-    cmd = [mpiexec, *extra, "-n", str(nranks), str(venv_bin / "python"),
-           str(ROOT / "tests" / "rank_pytest.py"), str(prefix),
-           *paths, "--with-mpi", "-m", "mpi", *PYTEST_FLAGS]
+    cmd = [
+        mpiexec,
+        *extra,
+        "-n",
+        str(nranks),
+        str(venv_bin / "python"),
+        str(ROOT / "tests" / "rank_pytest.py"),
+        str(prefix),
+        *paths,
+        "--with-mpi",
+        "-m",
+        "mpi",
+        *PYTEST_FLAGS,
+    ]
     rc = _run(label, cmd, OMPI_ENV if extra else None)
     xmls = [Path(f"{prefix}-rank{r}.xml") for r in range(nranks)]
     if rc != 0:
@@ -95,8 +106,18 @@ def main() -> int:
     phdf5 = ROOT / ".venv-phdf5" / "bin"
     if args.only in (None, "mpio") and (phdf5 / "python").exists():
         for n in (2, 4):
-            phases.append((f"mpio-n{n}", *run_mpi(
-                f"mpio-n{n}", phdf5, n, ["tests/mpi/test_ranks_h5.py", "tests/mpi/test_finalize_mpi.py"], ["--oversubscribe"])))
+            phases.append(
+                (
+                    f"mpio-n{n}",
+                    *run_mpi(
+                        f"mpio-n{n}",
+                        phdf5,
+                        n,
+                        ["tests/mpi/test_ranks_h5.py", "tests/mpi/test_finalize_mpi.py"],
+                        ["--oversubscribe"],
+                    ),
+                )
+            )
     elif args.only == "mpio":
         print("no .venv-phdf5: run `make install-parallel` first")
         return 2
@@ -109,7 +130,7 @@ def main() -> int:
         n_pass, n_fail, n_skip = len(c["passed"]), len(c["failed"]), len(c["skipped"])
         bad = rc != 0 or n_fail > 0 or n_pass == 0
         failed_phase |= bad
-        note = " (exit code %d)" % rc if rc != 0 else ""
+        note = f" (exit code {rc})" if rc != 0 else ""
         note += " (no test passed)" if n_pass == 0 else ""
         print(f"{name:>10}: {n_pass} passed, {n_fail} failed, {n_skip} skipped{note}")
         for tid in sorted(c["failed"]):

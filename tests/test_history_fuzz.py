@@ -29,7 +29,9 @@ metrics = st.recursive(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.lists(metrics, min_size=1, max_size=5))
 def test_update_never_raises_and_jsonl_is_strict(tmp_path_factory, batch):
     d = tmp_path_factory.mktemp("fuzz")

@@ -12,12 +12,19 @@ from ezpz.history.normalize import Normalizer
 
 def norm(metrics):
     out = Normalizer()(metrics)
-    return dict(zip(out.scalar_keys, out.scalar_values)), dict(out.vectors)
+    return dict(zip(out.scalar_keys, out.scalar_values, strict=True)), dict(out.vectors)
 
 
 def test_python_and_numpy_scalars_become_floats():
     scalars, vectors = norm(
-        {"f": 0.5, "i": 3, "b": True, "nf": np.float32(1.5), "ni": np.int64(7), "nb": np.bool_(False)}
+        {
+            "f": 0.5,
+            "i": 3,
+            "b": True,
+            "nf": np.float32(1.5),
+            "ni": np.int64(7),
+            "nb": np.bool_(False),
+        }
     )
     assert scalars == {"f": 0.5, "i": 3.0, "b": 1.0, "nf": 1.5, "ni": 7.0, "nb": 0.0}
     assert all(type(v) is float for v in scalars.values())
@@ -52,7 +59,16 @@ def test_unsupported_values_skipped_with_one_warning_per_key(caplog):
     n = Normalizer()
     with caplog.at_level(logging.WARNING, logger="ezpz.history.normalize"):
         for _ in range(3):
-            out = n({"none": None, "s": "text", "obj": object(), "ok": 1.0, "e": [], "c": np.array(["a"])})
+            out = n(
+                {
+                    "none": None,
+                    "s": "text",
+                    "obj": object(),
+                    "ok": 1.0,
+                    "e": [],
+                    "c": np.array(["a"]),
+                }
+            )
     assert out.scalar_keys == ["ok"]
     warned = [r.getMessage() for r in caplog.records]
     for key in ("none", "s", "obj", "e", "c"):

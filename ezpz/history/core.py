@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _TRUE = {"1", "true", "yes", "on"}
+_RANK_SUFFIXES = frozenset(("max_rank", "min_rank"))
 _isfinite = math.isfinite
 
 
@@ -56,20 +57,26 @@ class _Layout:
         raw_keys: Sequence[str],
         stat_keys: Sequence[str],
         suffixes: Sequence[str],
+        extrema: frozenset[str] = frozenset(),
     ) -> None:
         # The flat value list is: raw values, then for each suffix one value per stat key.
         full = list(raw_keys)
         owner = [split_group(k) for k in raw_keys]
+        unused: set[int] = set()
         for suffix in suffixes:
+            rank_suffix = suffix in _RANK_SUFFIXES
             for k in stat_keys:
                 group, name = split_group(k)
+                if rank_suffix and k not in extrema:  # only opted-in keys get rank columns
+                    unused.add(len(full))
                 full.append(f"{k}/{suffix}")
                 owner.append((group, f"{name}/{suffix}"))
         # A user key equal to a statistic's name ("loss/mean" logged raw beside
         # "loss"): the statistic, which comes last, wins.
         last: dict[str, int] = {}
         for i, key in enumerate(full):
-            last[key] = i
+            if i not in unused:
+                last[key] = i
         keep = sorted(last.values())
         self.full_keys: tuple[str, ...] = tuple(full[i] for i in keep)
         by_group: dict[str, list[int]] = {}
@@ -166,6 +173,7 @@ class History:
         self, comm: Any | None, distributed_history: bool | None, extrema: Iterable[str]
     ) -> None:
         self._owns_comm = False
+        self._extrema = frozenset(extrema)
         if comm is None:
             world = dist.get_comm()
             if world is not None and world.Get_size() > 1:
@@ -244,7 +252,7 @@ class History:
         for group, names, getter, count in layout.groups:
             values = getter(flat)
             group.append(names, list(values) if count != 1 else [values], step, now)
-        record = dict(zip(layout.full_keys, layout.select(flat)))
+        record = dict(zip(layout.full_keys, layout.select(flat), strict=True))
         finite = all(map(_isfinite, flat))
         if norm.vectors:
             finite = self._append_vectors(norm.vectors, layout, step, now, record) and finite
@@ -288,7 +296,7 @@ class History:
     ) -> _Layout:
         if len(self._layouts) > 4096:  # keys that change every step: don't grow forever
             self._layouts.clear()
-        layout = _Layout(self.store, raw_keys, stat_keys, suffixes)
+        layout = _Layout(self.store, raw_keys, stat_keys, suffixes, self._extrema)
         self._layouts[cache_key] = layout
         return layout
 

@@ -38,7 +38,7 @@ class Normalized:
 def _drop_repeats(out: Normalized) -> None:
     """Keep the last value of a key logged twice (flat "a/b" and nested)."""
     if len(set(out.scalar_keys)) != len(out.scalar_keys):
-        last = dict(zip(out.scalar_keys, out.scalar_values))
+        last = dict(zip(out.scalar_keys, out.scalar_values, strict=True))
         out.scalar_keys, out.scalar_values = list(last), list(last.values())
     if len({k for k, _ in out.vectors}) != len(out.vectors):
         out.vectors = list(dict(out.vectors).items())

@@ -174,5 +174,7 @@ def test_sub_communicator_and_rank_extrema(shared_dir):
         np.testing.assert_allclose(hist.history["loss/mean"], [np.mean(members)] * 3)
         assert np.asarray(hist.history["dt/max_rank"]).tolist() == [float(slow)] * 3
         assert np.asarray(hist.history["dt/min_rank"]).tolist() == [0.0] * 3
+        # Only opted-in keys get rank columns.
+        assert "loss/max_rank" not in hist.history and "loss/min_rank" not in hist.history
     hist.close()
     stage.Free()
