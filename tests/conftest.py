@@ -4,9 +4,48 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 # Backends must never reach the internet from the test suite.
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("MPLBACKEND", "Agg")
 # Tests choose backends explicitly; an exported selection must not leak in.
 os.environ.pop("EZPZ_TRACKER_BACKENDS", None)
+
+
+def pytest_configure(config):
+    # CI runs explore the same hypothesis examples every time: a red CI is then
+    # reproducible; local runs keep exploring new examples.
+    from hypothesis import settings
+
+    settings.register_profile("ci", derandomize=True)
+    if os.environ.get("CI"):
+        settings.load_profile("ci")
+
+
+def pytest_runtest_makereport(item, call):
+    """Under mpiexec, a test that fails on one rank aborts the whole job.
+
+    Otherwise the failing rank moves on to the next test while the others
+    wait in a collective of the failed one, and the job hangs until killed.
+    The failure is printed first, so the cause is never lost.
+    """
+    if (
+        call.when == "teardown"
+        or call.excinfo is None
+        or call.excinfo.errisinstance(pytest.skip.Exception)
+    ):
+        return
+    if not item.config.getoption("--with-mpi", default=False):
+        return
+    import sys
+
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is None or mpi.COMM_WORLD.Get_size() == 1:
+        return
+    rank = mpi.COMM_WORLD.Get_rank()
+    text = call.excinfo.getrepr(style="short")
+    sys.__stderr__.write(f"\n[rank {rank}] FAILED {item.nodeid} ({call.when}):\n{text}\n")
+    sys.__stderr__.flush()
+    mpi.COMM_WORLD.Abort(1)

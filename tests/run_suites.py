@@ -130,7 +130,11 @@ def main() -> int:
         n_pass, n_fail, n_skip = len(c["passed"]), len(c["failed"]), len(c["skipped"])
         bad = rc != 0 or n_fail > 0 or n_pass == 0
         failed_phase |= bad
-        note = f" (exit code {rc})" if rc != 0 else ""
+        note = (
+            f" (exit code {rc}; a failing rank aborts the job: see its output above)"
+            if rc != 0
+            else ""
+        )
         note += " (no test passed)" if n_pass == 0 else ""
         print(f"{name:>10}: {n_pass} passed, {n_fail} failed, {n_skip} skipped{note}")
         for tid in sorted(c["failed"]):

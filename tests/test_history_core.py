@@ -100,6 +100,15 @@ def test_from_jsonl_restores_history_including_nonfinite(hist):
         np.testing.assert_array_equal(back.store.groups[g].times, hist.store.groups[g].times)
 
 
+def test_vector_only_group_gets_one_row_per_update_and_reads_back(hist):
+    hist.update({"a": [1.0], "b": [2.0, 3.0]})
+    hist.close()
+    assert len(hist.store.groups[""]) == 1
+    back = History.from_jsonl(hist.jsonl_path)
+    assert len(back.store.groups[""]) == 1
+    np.testing.assert_array_equal(back.history["b"], [[2.0, 3.0]])
+
+
 def test_from_jsonl_assigns_statistics_to_their_base_group(tmp_path):
     path = tmp_path / "r.jsonl"
     path.write_text(

@@ -393,12 +393,15 @@ class History:
             names, values = rows.setdefault(group, ([], []))
             names.append(name)
             values.append(value)
+        row_of: dict[str, int] = {}
         for group, (names, values) in rows.items():
-            self.store.group(group).append(tuple(names), values, step, when)
+            row_of[group] = self.store.group(group).append(tuple(names), values, step, when)
         for key, arr in vectors:
             group, name = split_group(key)
             g = self.store.group(group)
-            row = len(g) - 1 if group in rows else g.append((), [], step, when)
+            row = row_of.get(group)
+            if row is None:  # a group with only vectors in this record: one row
+                row = row_of[group] = g.append((), [], step, when)
             g.append_vector(name, row, arr)
 
 
