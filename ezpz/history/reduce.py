@@ -298,34 +298,32 @@ class Reducer:
             values = np.asarray(values, dtype=np.float64).reshape(-1)
         if values.shape[0] != len(keys):
             raise ValueError(f"{len(keys)} keys but {values.shape[0]} values")
-        pair = self._allreduce_pair
-        pos = self._positions_of(keys)
-        x, finite = self._pack(values, pos)
-        pair(
-            (self._max_send, self._max_recv, self._MAX),
-            (self._sum_send, self._sum_recv, self._SUM),
-            step=step,
-            what="MAX+SUM",
-        )
+        x, finite = self._exchange(keys, values, step)
         mr = self._max_recv
         # A key outside the layout on some rank (or, as a guard, ranks whose
         # layouts differ): agree on the union and reduce again.
         if mr[0] > 0.0 or mr[1] != -mr[2]:
             self._agree_layout(keys, step)
-            pos = self._positions_of(keys)
-            x, finite = self._pack(values, pos)
-            pair(
-                (self._max_send, self._max_recv, self._MAX),
-                (self._sum_send, self._sum_recv, self._SUM),
-                step=step,
-                what="MAX+SUM",
-            )
+            x, finite = self._exchange(keys, values, step)
             mr = self._max_recv
         if not self._layout:
             return ReduceResult((), {s: np.empty(0) for s in STAT_SUFFIXES})
         if mr[3] == 0.0 and mr[4] == 0.0 and not self._extrema_pos.size:
             return self._finish_fast(x, step)
         return self._finish(x, finite, step)
+
+    def _exchange(
+        self, keys: tuple[str, ...], values: np.ndarray, step: int | None
+    ) -> tuple[np.ndarray, Any]:
+        """Pack this rank's values and run the MAX + SUM pair into the recv buffers."""
+        x, finite = self._pack(values, self._positions_of(keys))
+        self._allreduce_pair(
+            (self._max_send, self._max_recv, self._MAX),
+            (self._sum_send, self._sum_recv, self._SUM),
+            step=step,
+            what="MAX+SUM",
+        )
+        return x, finite
 
     def _finish_fast(self, x: np.ndarray, step: int | None) -> ReduceResult:
         """Every rank logged every layout key, all finite: ~10 small numpy ops."""
