@@ -12,7 +12,7 @@ def test_lines_are_strict_json_and_nonfinite_roundtrip(tmp_path):
     path = tmp_path / "run.jsonl"
     w = JsonlWriter(path)
     w.write(0, 1.5, {"a": 1.0, "b": [1.0, 2.0]})
-    w.write(1, 2.5, {"a": math.nan, "b": [math.inf, -math.inf]}, finite=False)
+    w.write(1, 2.5, {"a": math.nan, "b": [math.inf, -math.inf], "nullable": 1.0})
     w.close()
     lines = path.read_text().splitlines()
     for line in lines:  # python's json in strict mode rejects NaN/Infinity tokens

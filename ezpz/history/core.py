@@ -35,7 +35,6 @@ logger = logging.getLogger(__name__)
 
 _TRUE = {"1", "true", "yes", "on"}
 _RANK_SUFFIXES = frozenset(("max_rank", "min_rank"))
-_isfinite = math.isfinite
 
 
 def env_flag(name: str) -> bool:
@@ -49,7 +48,7 @@ def _new_run_id() -> str:
 class _Layout:
     """How one key set maps onto groups and names; built once per key set."""
 
-    __slots__ = ("full_keys", "groups", "_keep", "_identity")
+    __slots__ = ("full_keys", "groups", "single", "_keep", "_identity")
 
     def __init__(
         self,
@@ -89,6 +88,8 @@ class _Layout:
             self.groups.append((store.group(gname), names, getter, len(idx)))
         self._keep = keep
         self._identity = keep == list(range(len(full)))
+        # One group taking every value in order: store the flat list as it is.
+        self.single = self.groups[0][0] if len(self.groups) == 1 and self._identity else None
 
     def select(self, flat: list[float]) -> list[float]:
         """The flat values in ``full_keys`` order (drops repeated keys)."""
@@ -224,7 +225,7 @@ class History:
             from ezpz.history.stopwatch import set_active_tracker
 
             set_active_tracker(self.tracker)
-        if not isinstance(metrics, Mapping):
+        if type(metrics) is not dict and not isinstance(metrics, Mapping):
             raise TypeError(f"update() takes a dict of metrics, got {type(metrics).__name__}")
         if step is None:
             step = self._num_updates
@@ -249,16 +250,21 @@ class History:
                 layout = self._new_layout(raw_keys, raw_keys, (), ())
 
         # Store: one row per group this update touches.
-        for group, names, getter, count in layout.groups:
-            values = getter(flat)
-            group.append(names, list(values) if count != 1 else [values], step, now)
-        record = dict(zip(layout.full_keys, layout.select(flat), strict=True))
-        finite = all(map(_isfinite, flat))
+        if layout.single is not None:  # one group, keys in order: the common case
+            layout.single.append(layout.groups[0][1], flat, step, now)
+        else:
+            for group, names, getter, count in layout.groups:
+                values = getter(flat)
+                group.append(names, list(values) if count != 1 else [values], step, now)
+        if norm.flat_input and self._reducer is None:
+            record = dict(metrics)  # same keys and values; a copy the caller can't mutate
+        else:
+            record = dict(zip(layout.full_keys, layout.select(flat), strict=True))
         if norm.vectors:
-            finite = self._append_vectors(norm.vectors, layout, step, now, record) and finite
+            self._append_vectors(norm.vectors, layout, step, now, record)
 
         if self._jsonl is not None:
-            self._jsonl.write(step, now, record, finite)
+            self._jsonl.write(step, now, record)
         if self.rank == 0:
             self.tracker.log(record, step=step, commit=commit)
         for hook in self._after_update:
@@ -272,10 +278,9 @@ class History:
         step: int,
         now: float,
         record: dict[str, Any],
-    ) -> bool:
-        """Store vector metrics in their groups' rows; True when all finite."""
+    ) -> None:
+        """Store vector metrics in their groups' rows and add them to ``record``."""
         rows = {id(g): len(g) - 1 for g, _, _, _ in layout.groups}
-        finite = True
         for key, arr in vectors:
             gname, name = split_group(key)
             g = self.store.group(gname)
@@ -284,8 +289,6 @@ class History:
                 row = rows[id(g)] = g.append((), [], step, now)
             g.append_vector(name, row, arr)
             record[key] = arr.tolist()
-            finite = finite and bool(np.isfinite(arr).all())
-        return finite
 
     def _new_layout(
         self,

@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 _NONFINITE_TO_STR = {math.inf: "Infinity", -math.inf: "-Infinity"}
 _STR_TO_FLOAT = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 _isfinite = math.isfinite
+_STEP, _TIME = STEP_FIELD.encode(), TIME_FIELD.encode()
 
 
 def encode_nonfinite(value: float) -> float | str:
@@ -57,29 +58,19 @@ class JsonlWriter:
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if overwrite else 0)
         self._fd: int | None = os.open(self.path, flags, 0o644)
 
-    def write(
-        self,
-        step: int,
-        time: float,
-        record: dict[str, Any],
-        finite: bool = True,
-    ) -> None:
-        """Write one line; ``finite=False`` when some float may be NaN/inf."""
+    def write(self, step: int, time: float, record: dict[str, Any]) -> None:
+        """Write one line for ``record`` (floats, ints, lists of floats)."""
         if self._fd is None:
             return
-        if not finite:
-            record = {
-                k: (encode_nonfinite(v) if type(v) is float else _encode_list(v))
-                for k, v in record.items()
-            }
         body = orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY)
-        head = b'{"%s":%d,"%s":%s' % (
-            STEP_FIELD.encode(),
-            step,
-            TIME_FIELD.encode(),
-            repr(time).encode(),
-        )
-        line = head + (b"," + body[1:] if len(body) > 2 else b"}") + b"\n"
+        # orjson writes NaN/inf as null, and ezpz records hold no None: a null
+        # means a non-finite value, which gets its string encoding (rare path).
+        if b"null" in body:
+            body = orjson.dumps(_encode_nonfinite_record(record), option=orjson.OPT_SERIALIZE_NUMPY)
+        if len(body) > 2:
+            line = b'{"%s":%d,"%s":%a,%s\n' % (_STEP, step, _TIME, time, body[1:])
+        else:
+            line = b'{"%s":%d,"%s":%a}\n' % (_STEP, step, _TIME, time)
         try:
             os.write(self._fd, line)
         except OSError as exc:  # disk full, quota: keep training, say so once
@@ -90,6 +81,13 @@ class JsonlWriter:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _encode_nonfinite_record(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: (encode_nonfinite(v) if type(v) is float else _encode_list(v))
+        for k, v in record.items()
+    }
 
 
 def _encode_list(value: Any) -> Any:

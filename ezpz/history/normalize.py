@@ -27,9 +27,11 @@ _STR_TYPE = frozenset((str,))
 class Normalized:
     """Scalars as parallel lists (hot path), vectors as (key, float64 array)."""
 
-    __slots__ = ("scalar_keys", "scalar_values", "vectors")
+    __slots__ = ("scalar_keys", "scalar_values", "vectors", "flat_input")
 
     def __init__(self) -> None:
+        # True when the input was a flat str -> float/int dict taken as it is.
+        self.flat_input = False
         self.scalar_keys: list[str] = []
         self.scalar_values: list[float] = []
         self.vectors: list[tuple[str, np.ndarray]] = []
@@ -50,19 +52,33 @@ class Normalizer:
     def __init__(self) -> None:
         self._warned: set[str] = set()
         self._nested = False
+        self._str_keys: set[tuple[str, ...]] = set()
+
+    def _all_str(self, keys: list[Any]) -> bool:
+        if set(map(type, keys)) <= _STR_TYPE:
+            if len(self._str_keys) < 1024:  # bounded: key sets are few in practice
+                self._str_keys.add(tuple(keys))
+            return True
+        return False
 
     def __call__(self, metrics: Mapping[str, Any]) -> Normalized:
         out = Normalized()
         # Fast path: a flat dict of str -> float/int, the common training-loop case.
         values = list(metrics.values())
         vtypes = set(map(type, values))
-        if vtypes <= _FAST_VALUE_TYPES and set(map(type, metrics)) <= _STR_TYPE:
-            try:
-                out.scalar_values = values if vtypes <= _FLOAT_TYPE else list(map(float, values))
-                out.scalar_keys = list(metrics)
-                return out
-            except OverflowError:  # an int beyond float64: the careful path skips it
-                pass
+        if vtypes <= _FAST_VALUE_TYPES:
+            keys = list(metrics)
+            # A key tuple seen before has already been checked to be all str.
+            if tuple(keys) in self._str_keys or self._all_str(keys):
+                try:
+                    out.scalar_values = (
+                        values if vtypes <= _FLOAT_TYPE else list(map(float, values))
+                    )
+                    out.scalar_keys = keys
+                    out.flat_input = True
+                    return out
+                except OverflowError:  # an int beyond float64: the careful path skips it
+                    pass
         tensors: list[tuple[str, Any]] = []
         self._nested = False
         self._walk(metrics, "", out, tensors)
