@@ -85,8 +85,7 @@ class JsonlWriter:
 
 def _encode_nonfinite_record(record: dict[str, Any]) -> dict[str, Any]:
     return {
-        k: (encode_nonfinite(v) if type(v) is float else _encode_list(v))
-        for k, v in record.items()
+        k: (encode_nonfinite(v) if type(v) is float else _encode_list(v)) for k, v in record.items()
     }
 
 
