@@ -159,3 +159,13 @@ def test_statistics_off_switches(monkeypatch, tmp_path):
     assert h.distributed is False
     h.update({"loss": 1.0})
     assert "loss/mean" not in h.history
+
+
+def test_step_accepts_integral_numbers_and_rejects_the_rest(hist):
+    hist.update({"x": 1.0}, step=np.int64(3))
+    hist.update({"x": 1.0}, step=4.0)
+    np.testing.assert_array_equal(hist.store.groups[""].steps, [3, 4])
+    for bad in ("5", 2.5, float("nan"), object()):
+        with pytest.raises(TypeError, match="step must be an integer"):
+            hist.update({"x": 1.0}, step=bad)
+    assert len(hist.store.groups[""]) == 2  # nothing recorded by the rejected calls

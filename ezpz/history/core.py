@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 import os
 import secrets
 import time
@@ -39,6 +40,21 @@ _RANK_SUFFIXES = frozenset(("max_rank", "min_rank"))
 
 def env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in _TRUE
+
+
+def _as_step(step: Any) -> int:
+    """numpy ints, and floats or tensors holding a whole number, as an int step."""
+    try:
+        return operator.index(step)
+    except TypeError:
+        pass
+    try:
+        value = math.nan if isinstance(step, str | bytes) else float(step)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not value.is_integer():
+        raise TypeError(f"step must be an integer, got {step!r}")
+    return int(value)
 
 
 def _new_run_id() -> str:
@@ -229,6 +245,8 @@ class History:
             raise TypeError(f"update() takes a dict of metrics, got {type(metrics).__name__}")
         if step is None:
             step = self._num_updates
+        elif type(step) is not int:
+            step = _as_step(step)
         self._num_updates += 1
         now = time.time()
 
