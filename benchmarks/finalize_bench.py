@@ -35,6 +35,7 @@ CHILD = textwrap.dedent(
     import json, logging, math, os, resource, sys, tempfile, time
     import numpy as np
     steps, metrics, outdir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    with_stats = sys.argv[4] == "1"
 
     def rss_mb():
         with open("/proc/self/statm") as f:
@@ -50,7 +51,11 @@ CHILD = textwrap.dedent(
     names = [f"train/m{j}" for j in range(metrics)]
     for i in range(steps):
         row = noise[i]
-        hist.update({names[j]: math.exp(-i / steps) + 0.1 * row[j] for j in range(metrics)}, step=i)
+        m = {names[j]: math.exp(-i / steps) + 0.1 * row[j] for j in range(metrics)}
+        if with_stats:  # what a distributed run stores: mean/max/min/std per metric
+            for n, v in list(m.items()):
+                m[n + "/mean"], m[n + "/max"], m[n + "/min"], m[n + "/std"] = v, v + 0.1, v - 0.1, 0.05
+        hist.update(m, step=i)
     # baseline: the same numbers written with numpy.save
     t0 = time.perf_counter()
     np.save(os.path.join(outdir, "baseline.npy"), np.stack([hist.history[n] for n in names]))
@@ -110,10 +115,10 @@ def flush_overhead(steps: int) -> None:
         print(f"  every 1000 updates, {driver:>6}: {t:.2f} s  ratio {t / base:.2f}x")
 
 
-def run_case(steps: int, metrics: int) -> dict:
+def run_case(steps: int, metrics: int, stats: bool = False) -> dict:
     with tempfile.TemporaryDirectory(prefix="ezpz-bench-") as tmp:
         proc = subprocess.run(
-            [sys.executable, "-c", CHILD, str(steps), str(metrics), tmp],
+            [sys.executable, "-c", CHILD, str(steps), str(metrics), tmp, "1" if stats else "0"],
             capture_output=True,
             text=True,
             env={**os.environ, "MPLBACKEND": "Agg"},
@@ -132,17 +137,23 @@ def main() -> int:
     parser.add_argument("--metrics", type=int, default=10)
     parser.add_argument("--stages", action="store_true", help="print per-stage times")
     parser.add_argument(
+        "--stats",
+        action="store_true",
+        help="also store /mean /max /min /std per metric, as a distributed run does",
+    )
+    parser.add_argument(
         "--flush", type=int, default=0, metavar="N", help="also time N updates on 2 ranks"
     )
     args = parser.parse_args()
-    print(f"finalize() benchmark: {args.metrics} metrics, plots + report on, single process")
+    what = "with cross-rank statistics (5 columns per metric)" if args.stats else "raw values only"
+    print(f"finalize() benchmark: {args.metrics} metrics, {what}, plots + report on")
     print(
         f"{'steps':>8} {'wall s':>8} {'target':>8} {'peak MB':>8} {'+RSS MB':>8} "
         f"{'target':>8} {'npy s':>7} {'x npy':>7}"
     )
     ok = True
     for steps in args.steps:
-        r = run_case(steps, args.metrics)
+        r = run_case(steps, args.metrics, args.stats)
         wall_target, mem_target = TARGETS.get(steps, (None, None))
         growth = r["peak_mb"] - r["rss_before_mb"]
         ratio = r["wall_s"] / r["baseline_s"] if r["baseline_s"] > 0 else float("inf")
