@@ -63,20 +63,12 @@ def bench_history(calls: int, tmp: Path) -> tuple[float, float]:
     return _percentiles(samples)
 
 
-def import_seconds(repeats: int = 5) -> float:
+def best_wall_seconds(code: str, repeats: int = 5) -> float:
+    """Best wall time of ``python -c code`` in a fresh interpreter."""
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import ezpz; ezpz.History"], check=True)
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def python_startup_seconds(repeats: int = 5) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        subprocess.run([sys.executable, "-c", code], check=True)
         best = min(best, time.perf_counter() - t0)
     return best
 
@@ -116,7 +108,8 @@ def main() -> None:
         print(f"baseline (lists + json.dumps + write): median {b_med:6.2f} us  p99 {b_p99:6.2f} us")
         print(f"History.update (JSONL + summary)     : median {h_med:6.2f} us  p99 {h_p99:6.2f} us")
         print(f"ratio median {h_med / b_med:.2f}  p99 {h_p99 / b_p99:.2f}   (target <= 1.0)")
-        imp, bare = import_seconds(), python_startup_seconds()
+        imp = best_wall_seconds("import ezpz; ezpz.History")
+        bare = best_wall_seconds("pass")
         print(
             f"import ezpz; ezpz.History: {imp:.3f} s wall (bare python {bare:.3f} s; target <= 0.3 s)"
         )

@@ -137,7 +137,7 @@ def test_vector_ridge_plot_is_capped_at_num_chains():
     (traces,) = [c for c in ax_trace.collections if isinstance(c, LineCollection)]
     assert len(traces.get_segments()) == 16
     assert "16 of 40 chains" in fig.get_suptitle()
-    assert 1 < len(ax_ridge.collections) <= 12, "one filled ridge per sampled draw"
+    assert len(ax_ridge.collections) in range(2, 13), "one filled ridge per sampled draw"
 
 
 def test_awkward_values_still_give_a_png(tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -65,6 +66,14 @@ def group_dirname(group: str) -> str:
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def remove_stale(plot_dir: Path, written: list[Path], pattern: str) -> None:
+    """Delete files an earlier run left in ``plot_dir`` that this run did not write."""
+    keep = set(written)
+    for stale in plot_dir.glob(pattern):
+        if stale not in keep:
+            stale.unlink(missing_ok=True)
 
 
 def safe_stem(name: str) -> str:

@@ -22,7 +22,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ezpz.plot import Metric, group_dirname, metric_layout, unique_stem, warmup_start, x_values
+from ezpz.plot import (
+    Metric,
+    group_dirname,
+    metric_layout,
+    remove_stale,
+    unique_stem,
+    warmup_start,
+    x_values,
+)
 from ezpz.plot.downsample import all_finite, band_envelope, decimate, finite
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -293,9 +301,6 @@ def plot_group(
                 continue
             written.append(path)
 
-    keep = set(written)
-    for stale in plot_dir.glob("*.png"):
-        if stale not in keep:
-            stale.unlink(missing_ok=True)
+    remove_stale(plot_dir, written, "*.png")
     logger.debug("wrote %d matplotlib plots to %s", len(written), plot_dir)
     return written

@@ -24,7 +24,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ezpz.plot import STATS, Metric, group_dirname, metric_layout, unique_stem, warmup_start
+from ezpz.plot import (
+    STATS,
+    Metric,
+    group_dirname,
+    metric_layout,
+    remove_stale,
+    unique_stem,
+    warmup_start,
+)
 from ezpz.plot import x_values as _x_values
 from ezpz.plot.downsample import decimate
 
@@ -235,9 +243,6 @@ def plot_group(ds: xr.Dataset, outdir: Path, *, group: str, warmup: float = 0.0)
     finally:
         _figure()  # leave plotext's global figure empty for the user's own plots
 
-    keep = set(written)
-    for stale in plot_dir.glob("*.txt"):
-        if stale not in keep:
-            stale.unlink(missing_ok=True)
+    remove_stale(plot_dir, written, "*.txt")
     logger.debug("wrote %d terminal plots to %s", len(written), plot_dir)
     return written
