@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 
@@ -136,13 +137,23 @@ def test_a_hung_backend_on_rank_zero_never_stalls_the_collective_updates(
         HangsOnRankZero.release.set()
     if comm.rank == 0:
         assert report.timed_out == ["hangs"]
-        assert report.backends["csv"].ok  # the healthy backend got everything
         hung = report.backends["hangs"]
         assert hung.undelivered > 0 and hung.logs_dropped > 0
         assert hung.logs_enqueued == 200
+        # The healthy backend is unaffected: no failure, no timeout, every call
+        # accounted for. On a loaded 2-core machine its queue (64) may still
+        # overflow in this 200-step burst; then the oldest calls are dropped.
+        csv = report.backends["csv"]
+        assert not csv.failures and not csv.timed_out and csv.undelivered == 0
+        assert csv.logs_delivered + csv.logs_dropped == 200
     else:
         assert report.backends == {}
     comm.Barrier()
     if comm.rank == 0:
         df = pd.read_csv(os.path.join(shared_dir, "hung", "metrics.csv"))
-        assert df["step"].tolist() == list(range(200))
+        steps = df["step"].tolist()
+        assert len(steps) == csv.logs_delivered
+        assert steps == sorted(set(steps)) and steps[-1] == 199  # newest kept, in order
+        # The JSONL, written in update() itself, kept every step.
+        with open(history.jsonl_path) as fh:
+            assert [json.loads(line)["_step"] for line in fh] == list(range(200))
