@@ -34,12 +34,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_TRUE = {"1", "true", "yes", "on"}
 _RANK_SUFFIXES = frozenset(("max_rank", "min_rank"))
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in _TRUE
 
 
 def _as_step(step: Any) -> int:
@@ -200,16 +195,13 @@ class History:
         self.comm = comm
         self.rank = comm.Get_rank() if comm is not None else dist.get_rank()
         self.world_size = comm.Get_size() if comm is not None else dist.get_world_size()
-        wanted = self.world_size > 1 if distributed_history is None else bool(distributed_history)
-        if env_flag("EZPZ_NO_DISTRIBUTED_HISTORY") or env_flag("EZPZ_LOCAL_HISTORY"):
-            wanted = False
-        # Statistics need a communicator with more than one rank to reduce over.
-        self.distributed = bool(wanted and comm is not None and comm.Get_size() > 1)
-        self._reducer = None
-        if self.distributed:
-            from ezpz.history.reduce import Reducer
+        from ezpz.history.reduce import Reducer, statistics_enabled
 
-            self._reducer = Reducer(comm, extrema=tuple(extrema))
+        # Statistics need a communicator with more than one rank to reduce over.
+        self.distributed = comm is not None and statistics_enabled(
+            distributed_history, comm.Get_size()
+        )
+        self._reducer = Reducer(comm, extrema=tuple(extrema)) if self.distributed else None
 
     # -- reading ---------------------------------------------------------
     @property

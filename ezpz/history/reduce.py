@@ -45,6 +45,7 @@ import numpy as np
 
 from ezpz.history.collective_timeout import timeout_from_env
 from ezpz.history.hierarchy import Topology
+from ezpz.history.keys import STAT_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +67,6 @@ _H = 5
 _SIGNS = np.array([[1.0], [-1.0]])
 _F64 = np.dtype(np.float64)
 _count_nonzero = np.count_nonzero
-
-STAT_SUFFIXES = ("mean", "max", "min", "std")
-EXTRA_SUFFIXES = ("count", "nonfinite", "max_rank", "min_rank")
 
 
 # -- configuration --------------------------------------------------------------
