@@ -28,6 +28,7 @@ test-mpi:
 lint:
 	$(BIN)/ruff check ezpz tests benchmarks
 	$(BIN)/ruff format --check ezpz tests benchmarks
+	$(BIN)/mypy  # config: pyproject.toml [tool.mypy] (strict on ezpz.history, ezpz.tracker)
 
 # .venv-phdf5: Debian's Open MPI + parallel HDF5, mpi4py and h5py built against them.
 install-parallel:

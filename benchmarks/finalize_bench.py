@@ -75,10 +75,9 @@ FLUSH_CHILD = textwrap.dedent(
     """
     import json, os, sys, time
     from mpi4py import MPI
-    from ezpz.history import History, ranks_h5
+    from ezpz.history import History
     steps, outdir = int(sys.argv[1]), sys.argv[2]
     hist = History(report_dir=outdir, backends="none", jsonl_enabled=False)
-    ranks_h5.attach(hist)
     names = [f"train/m{j}" for j in range(10)]
     MPI.COMM_WORLD.Barrier()
     t0 = time.perf_counter()

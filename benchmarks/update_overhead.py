@@ -6,7 +6,8 @@ Measures, in one fresh process:
   * the baseline: append 10 floats to lists + ``json.dumps`` + buffered write;
   * ``python -c "import ezpz; ezpz.History"`` wall time (fresh interpreter);
   * bytes per stored value after 1M updates (10 metrics).
-Targets (issue 2): ratio <= 1.0, import <= 0.3 s, <= 10 bytes/value.
+Targets (issues 2 and 9): ratio <= 1.0, import <= 0.3 s, <= 10 bytes/value.
+Then the median time of each part of an update (benchmarks/_parts.py).
 
     python benchmarks/update_overhead.py [--calls 20000] [--skip-memory]
 """
@@ -63,6 +64,19 @@ def bench_history(calls: int, tmp: Path) -> tuple[float, float]:
     return _percentiles(samples)
 
 
+def bench_parts(calls: int, tmp: Path) -> str:
+    """Median µs per part of update() (see benchmarks/_parts.py)."""
+    from _parts import format_parts, time_parts
+
+    from ezpz.history import History
+
+    hist = History(report_dir=tmp, backends="none")
+    time_parts(hist, 500, lambda: {k: random.random() for k in KEYS}, 0)  # warm-up
+    parts = time_parts(hist, calls, lambda: {k: random.random() for k in KEYS}, 500)
+    hist.close()
+    return format_parts(parts)
+
+
 def best_wall_seconds(code: str, repeats: int = 5) -> float:
     """Best wall time of ``python -c code`` in a fresh interpreter."""
     best = float("inf")
@@ -108,6 +122,7 @@ def main() -> None:
         print(f"baseline (lists + json.dumps + write): median {b_med:6.2f} us  p99 {b_p99:6.2f} us")
         print(f"History.update (JSONL + summary)     : median {h_med:6.2f} us  p99 {h_p99:6.2f} us")
         print(f"ratio median {h_med / b_med:.2f}  p99 {h_p99 / b_p99:.2f}   (target <= 1.0)")
+        print(f"per part (median us): {bench_parts(args.calls // 4, tmp)}")
         imp = best_wall_seconds("import ezpz; ezpz.History")
         bare = best_wall_seconds("pass")
         print(

@@ -19,13 +19,19 @@ _LAZY: dict[str, str] = {
     "get_rank": "ezpz.dist",
     "get_world_size": "ezpz.dist",
     "get_local_rank": "ezpz.dist",
-    "setup_torch": "ezpz.dist",
-    "get_torch_device": "ezpz.dist",
-    "cleanup": "ezpz.dist",
+    "setup_torch": "ezpz.torch_setup",
+    "get_torch_device": "ezpz.torch_setup",
+    "cleanup": "ezpz.torch_setup",
     "get_memory_metrics": "ezpz.memory",
+    "format_memory_summary": "ezpz.memory",
+    "get_current_memory_allocated": "ezpz.memory",
+    "get_current_memory_reserved": "ezpz.memory",
+    "get_max_memory_allocated": "ezpz.memory",
+    "get_max_memory_reserved": "ezpz.memory",
+    "reset_peak_memory_stats": "ezpz.memory",
     "setup_wandb": "ezpz.tracker",
     "setup_mlflow": "ezpz.tracker",
-    "format_compact_summary": "ezpz.utils",
+    "format_compact_summary": "ezpz.history.summary",
 }
 
 __all__ = [
@@ -34,29 +40,37 @@ __all__ = [
     "__version__",
     "cleanup",
     "format_compact_summary",
+    "format_memory_summary",
+    "get_current_memory_allocated",
+    "get_current_memory_reserved",
+    "get_max_memory_allocated",
+    "get_max_memory_reserved",
     "get_local_rank",
     "get_memory_metrics",
     "get_rank",
     "get_torch_device",
     "get_world_size",
+    "reset_peak_memory_stats",
     "setup_mlflow",
     "setup_torch",
     "setup_wandb",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from ezpz.dist import (
-        cleanup,
-        get_local_rank,
-        get_rank,
-        get_torch_device,
-        get_world_size,
-        setup_torch,
-    )
+    from ezpz.dist import get_local_rank, get_rank, get_world_size
     from ezpz.history import History, StopWatch
-    from ezpz.memory import get_memory_metrics
+    from ezpz.history.summary import format_compact_summary
+    from ezpz.memory import (
+        format_memory_summary,
+        get_current_memory_allocated,
+        get_current_memory_reserved,
+        get_max_memory_allocated,
+        get_max_memory_reserved,
+        get_memory_metrics,
+        reset_peak_memory_stats,
+    )
+    from ezpz.torch_setup import cleanup, get_torch_device, setup_torch
     from ezpz.tracker import setup_mlflow, setup_wandb
-    from ezpz.utils import format_compact_summary
 
 
 def __getattr__(name: str) -> Any:

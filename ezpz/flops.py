@@ -10,8 +10,13 @@ Usage::
     from ezpz.flops import compute_mfu, try_estimate
 
     step_flops = try_estimate(model, input_shape=(batch, features))  # once
+    # a model called as model(X, Y) that returns its loss (nanoGPT):
+    step_flops = try_estimate(model, example_input=(X, Y))
     ...
     history.update({"mfu": compute_mfu(step_flops, dt)})             # every step
+
+On CPU (or an accelerator not in the table) ``compute_mfu`` returns 0.0:
+pass the peak yourself, ``compute_mfu(step_flops, dt, peak=2.0e12)``.
 """
 
 from __future__ import annotations
@@ -248,6 +253,97 @@ def _scalar_from_output(output: Any) -> Any | None:
     return None
 
 
+# Attention ops FlopCounterMode has no formula for, and the ones whose backward
+# it counts with flash attention's recomputation of the scores. ezpz counts
+# *model* FLOPs (what MFU divides by): forward 2 matmuls (Q@K^T, P@V), backward
+# 4 (dV, dP, dQ, dK), i.e. the 12·L·H·Q·T per token of the PaLM/nanoGPT formula,
+# on every device and attention kernel alike.
+_SDPA_FORWARD_OPS = (
+    "_scaled_dot_product_flash_attention_for_cpu",
+    "_scaled_dot_product_flash_attention",
+    "_scaled_dot_product_efficient_attention",
+    "_scaled_dot_product_cudnn_attention",
+)
+_SDPA_BACKWARD_OPS = (
+    "_scaled_dot_product_flash_attention_for_cpu_backward",
+    "_scaled_dot_product_flash_attention_backward",
+    "_scaled_dot_product_efficient_attention_backward",
+    "_scaled_dot_product_cudnn_attention_backward",
+)
+# Ops that do real (matmul-like) work; seen but not counted -> named in a warning.
+_HEAVY_OP_NAMES = frozenset(
+    ("mm", "addmm", "bmm", "baddbmm", "addbmm", "matmul", "mv", "addmv", "dot", "vdot", "linear")
+)
+_HEAVY_OP_WORDS = ("attention", "conv")
+
+
+def _attention_forward_flops(query_shape: Any, key_shape: Any, value_shape: Any) -> int:
+    """Q@K^T and P@V: ``2·b·h·s_q·s_k·(d_q + d_v)``."""
+    b, h, s_q, d_q = query_shape
+    s_k, d_v = key_shape[-2], value_shape[-1]
+    return 2 * b * h * s_q * s_k * (d_q + d_v)
+
+
+def _sdpa_mapping() -> dict[Any, Any]:
+    """Custom FlopCounterMode formulas for the attention ops (model FLOPs, see above)."""
+    import torch
+
+    aten = torch.ops.aten
+
+    def forward(
+        query: Any, key: Any, value: Any, *args: Any, out_shape: Any = None, **kw: Any
+    ) -> int:
+        return _attention_forward_flops(query, key, value)
+
+    def backward(
+        grad_out: Any,
+        query: Any,
+        key: Any,
+        value: Any,
+        *args: Any,
+        out_shape: Any = None,
+        **kw: Any,
+    ) -> int:
+        return 2 * _attention_forward_flops(query, key, value)  # 4 matmuls, no recompute
+
+    mapping: dict[Any, Any] = {}
+    for names, fn in ((_SDPA_FORWARD_OPS, forward), (_SDPA_BACKWARD_OPS, backward)):
+        for name in names:
+            op = getattr(aten, name, None)
+            if op is not None:
+                mapping[op] = fn
+    return mapping
+
+
+def _op_recorder() -> Any:
+    """A dispatch mode that records the op packets run under it (to name uncounted ones)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class _Recorder(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: set[Any] = set()
+
+        def __torch_dispatch__(
+            self, func: Any, types: Any, args: Any = (), kwargs: Any = None
+        ) -> Any:
+            self.seen.add(getattr(func, "overloadpacket", func))
+            return func(*args, **(kwargs or {}))
+
+    return _Recorder()
+
+
+def _uncounted_heavy_ops(seen: set[Any], registry: Any) -> list[str]:
+    names = []
+    for op in seen:
+        if op in registry:
+            continue
+        name = str(getattr(op, "__name__", op)).split(".")[-1]
+        if name in _HEAVY_OP_NAMES or any(word in name for word in _HEAVY_OP_WORDS):
+            names.append(name)
+    return sorted(set(names))
+
+
 def try_estimate(
     model: Any,
     input_shape: Sequence[int] | None = None,
@@ -260,11 +356,19 @@ def try_estimate(
     The model runs once on a dummy batch of ``input_shape`` (random token ids
     when it has an embedding layer, else random floats in the parameters'
     dtype and device), or on ``example_input``, under ``FlopCounterMode``.
+    ``example_input`` may be one tensor or a tuple of positional arguments,
+    e.g. ``example_input=(X, Y)`` for a model called as ``model(X, Y)`` that
+    returns its loss (nanoGPT): the loss path is then measured as trained.
     Gradients are taken with ``torch.autograd.grad`` so existing ``.grad``
     fields are untouched, and buffers (e.g. BatchNorm statistics) are
     restored afterwards. A DDP-wrapped model is measured unwrapped: the
-    count is per rank. Returns None, with the reason logged, when the count
-    fails or is zero.
+    count is per rank.
+
+    Counted: matmuls, convolutions and scaled-dot-product attention (every
+    kernel, CPU included, as model FLOPs: ``12·L·H·Q·T`` per token for
+    attention, no recomputation). Elementwise ops are not. A matmul-like op
+    torch has no formula for is named in a warning. Returns None, with the
+    reason logged, when the count fails or is zero.
     """
     try:
         import torch
@@ -278,10 +382,15 @@ def try_estimate(
     module = _unwrap(model)
     saved_buffers = {name: buf.detach().clone() for name, buf in module.named_buffers()}
     try:
-        inputs = example_input if example_input is not None else _dummy_input(module, input_shape)
+        if example_input is not None:
+            inputs = example_input
+        else:
+            assert input_shape is not None  # checked above
+            inputs = _dummy_input(module, input_shape)
         args = inputs if isinstance(inputs, tuple) else (inputs,)
-        counter = FlopCounterMode(display=False)
-        with counter:
+        counter = FlopCounterMode(display=False, custom_mapping=_sdpa_mapping())
+        recorder = _op_recorder()
+        with counter, recorder:
             output = module(*args)
             if backward:
                 scalar = _scalar_from_output(output)
@@ -291,6 +400,7 @@ def try_estimate(
                 else:
                     logger.info("FLOPs: no differentiable output; counting the forward only")
         total = int(counter.get_total_flops())
+        missed = _uncounted_heavy_ops(recorder.seen, counter.flop_registry)
     except Exception as exc:
         logger.warning("FLOPs not estimated for %s: %s", type(module).__name__, exc)
         return None
@@ -299,6 +409,12 @@ def try_estimate(
             for name, buf in module.named_buffers():
                 if name in saved_buffers:
                     buf.copy_(saved_buffers[name])
+    if missed:
+        logger.warning(
+            "FLOPs of %s undercounted: torch has no FLOP formula for %s (not counted)",
+            type(module).__name__,
+            ", ".join(missed),
+        )
     if total <= 0:
         logger.warning(
             "FLOPs not estimated for %s: FlopCounterMode counted 0 (no matmul/conv ops seen)",

@@ -6,6 +6,13 @@
 #SBATCH --cpus-per-task=8
 #SBATCH --time=00:30:00
 #SBATCH --output=%x-%j.out
+#SBATCH --open-mode=append
+# Restarts (docs/restarts.md): 120 s before the time limit Slurm sends USR1 to
+# this script (B:), which stops the training with SIGTERM (every rank saves the
+# run) and requeues the job; the requeued job (same job id, same OUTDIR)
+# resumes the run (EZPZ_RESUME=auto) from the example's last checkpoint.
+#SBATCH --signal=B:USR1@120
+#SBATCH --requeue
 #
 # Run the ezpz example on every accelerator of a Slurm job with srun. Edit the
 # #SBATCH lines (account, partition/constraint, GPUs) for your site, then:
@@ -19,7 +26,10 @@
 #   PYTHON        python with ezpz installed (default: python3 on PATH)
 #   PPN           ranks per node (default: SLURM_NTASKS_PER_NODE, else 1)
 #   SRUN_ARGS     extra srun flags, e.g. "--mpi=pmix --gpus-per-task=1"
-#   OUTDIR        output folder (default: outputs/train/$SLURM_JOB_ID)
+#   OUTDIR        output folder (default: outputs/train/$SLURM_JOB_ID; a requeued
+#                 job keeps its id, so it finds the run it continues)
+#   EZPZ_RESUME   auto (default here): continue the newest unfinished run in OUTDIR
+#   MAX_RESTARTS  requeues allowed on USR1 (default 5; SLURM_RESTART_COUNT counts them)
 #   EZPZ_DRY_RUN  1: print the launch command and exit
 # Tracking (see docs/training.md): EZPZ_TRACKER_BACKENDS, WANDB_MODE,
 # WB_PROJECT, MLFLOW_TRACKING_URI, MLFLOW_EXPERIMENT_NAME, EZPZ_TRACK_MEMORY.
@@ -49,11 +59,14 @@ export WANDB_MODE="${WANDB_MODE:-offline}"
 export WB_PROJECT="${WB_PROJECT:-ezpz-train}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}"
 OUTDIR="${OUTDIR:-outputs/train/${SLURM_JOB_ID}}"
+# One run across requeues: History(resume="auto") and the example's --resume.
+export EZPZ_RESUME="${EZPZ_RESUME:-auto}"
+MAX_RESTARTS="${MAX_RESTARTS:-5}"
 
 cmd=(
     srun --ntasks="${NRANKS}" --ntasks-per-node="${PPN}" --cpu-bind=cores
     "${EXTRA_SRUN[@]}"
-    "${PYTHON}" -m ezpz.examples.train --outdir "${OUTDIR}" "$@"
+    "${PYTHON}" -m ezpz.examples.train --outdir "${OUTDIR}" "$@" --resume
 )
 
 echo "slurm.sh: ${NNODES} node(s) x ${PPN} rank(s) = ${NRANKS} ranks; backends=${EZPZ_TRACKER_BACKENDS}"
@@ -62,4 +75,22 @@ if [[ "${EZPZ_DRY_RUN:-0}" == "1" ]]; then
     printf '\n'
     exit 0
 fi
-exec "${cmd[@]}"
+
+# USR1 (time limit near): SIGTERM to the job step, so every rank flushes the
+# JSONL, its per-rank values and the backends (EZPZ_SHUTDOWN_GRACE, 20 s),
+# then requeue. A run that ended on its own is not requeued.
+requeue_on_usr1() {
+    echo "slurm.sh: time limit near (USR1): stopping the run and requeueing"
+    kill -TERM "${step_pid}" 2>/dev/null || true
+    wait "${step_pid}" || true
+    if ((${SLURM_RESTART_COUNT:-0} < MAX_RESTARTS)); then
+        scontrol requeue "${SLURM_JOB_ID}"
+    else
+        echo "slurm.sh: MAX_RESTARTS=${MAX_RESTARTS} reached; not requeueing" >&2
+    fi
+    exit 0
+}
+trap requeue_on_usr1 USR1
+"${cmd[@]}" &
+step_pid=$!
+wait "${step_pid}"

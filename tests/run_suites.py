@@ -100,7 +100,9 @@ def main() -> int:
         phases.append(("serial", *run_serial(sys.executable)))
     if args.only in (None, "mpi"):
         for n in (2, 4):
-            phases.append((f"mpi-n{n}", *run_mpi(f"mpi-n{n}", venv_bin, n, ["tests/mpi"], [])))
+            # tests/faults holds the fault suite's MPI-marked tests too (issue 12)
+            paths = ["tests/mpi", "tests/faults"]
+            phases.append((f"mpi-n{n}", *run_mpi(f"mpi-n{n}", venv_bin, n, paths, [])))
     # The parallel-HDF5 venv (make install-parallel) runs the per-rank HDF5 tests
     # through h5py's mpio driver with Debian's Open MPI.
     phdf5 = ROOT / ".venv-phdf5" / "bin"

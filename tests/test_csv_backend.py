@@ -74,20 +74,18 @@ def test_values_round_trip_through_pandas(tmp_path):
     assert row['we,"ird"\nkey'] == 1.0
 
 
-def test_uncommitted_metrics_merge_into_the_next_row(tmp_path):
+def test_uncommitted_metrics_get_their_own_row(tmp_path):
+    """commit=False is not merged into the next row: one row per log() (one per update)."""
     backend = CSVBackend(outdir=tmp_path)
     backend.log({"a": 1.0}, step=1, commit=False)
-    backend.log({"b": 2.0})
+    backend.log({"b": 2.0}, step=1)
     backend.log({"c": 3.0}, step=2, commit=False)
-    backend.finish()  # an uncommitted row is still written
+    backend.finish()
     df = read(tmp_path / "metrics.csv")
-    assert df.to_dict("records")[0] == {
-        "step": 1,
-        "a": 1.0,
-        "b": 2.0,
-        "c": pytest.approx(math.nan, nan_ok=True),
-    }
-    assert df["step"].tolist() == [1, 2] and df["c"].tolist()[1] == 3.0
+    assert df["step"].tolist() == [1, 1, 2]
+    assert df["a"].tolist()[0] == 1.0 and math.isnan(df["a"].tolist()[1])
+    assert df["b"].tolist()[1] == 2.0 and math.isnan(df["b"].tolist()[0])
+    assert df["c"].tolist()[2] == 3.0
 
 
 def test_header_growth_rewrites_the_file_only_logarithmically(tmp_path):
@@ -299,3 +297,16 @@ def test_finalize_redirects_csv_outputs_to_its_outdir(tmp_path):
     assert json.loads((final / "config.json").read_text()) == {"lr": 0.1}
     assert read(first / "metrics.csv")["step"].tolist() == list(range(5))
     assert history.tracker.finished
+
+
+def test_set_outdir_copies_rows_shorter_than_the_header(tmp_path):
+    """One row per log() call leaves rows with trailing empty cells; the copy keeps them."""
+    backend = CSVBackend(outdir=tmp_path / "a")
+    backend.log({"timing": 0.5}, step=0, commit=False)
+    backend.log({"timing": 0.1, "loss": 1.0, "acc": 0.5}, step=0)
+    backend.log({"timing": 0.2}, step=1, commit=False)
+    backend.set_outdir(tmp_path / "b")
+    backend.finish()
+    df = read(tmp_path / "b" / "metrics.csv")
+    assert df["step"].tolist() == [0, 0, 1]
+    assert df["timing"].tolist() == [0.5, 0.1, 0.2] and df["loss"].tolist()[1] == 1.0

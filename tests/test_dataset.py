@@ -187,7 +187,7 @@ def test_failed_write_keeps_old_file(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(xr.Dataset, "to_netcdf", boom)
+    monkeypatch.setattr(xr.Dataset, "dump_to_store", boom)
     with pytest.raises(OSError, match="disk full"):
         write_dataset(group_dataset(_store(9)), path)
     monkeypatch.undo()

@@ -110,7 +110,10 @@ def test_outputs_and_reopened_datasets_match_history(tmp_path):
         _same(ds["step"].values, np.arange(0, 60, 5))
 
     # the logs: a copy of the JSONL and the structured-log link to the run's JSONL
-    assert (out / "metrics.jsonl").read_bytes() == hist.jsonl_path.read_bytes()
+    # the copy, then the run's "finalized" event (docs/restarts.md)
+    copied = (out / "metrics.jsonl").read_bytes()
+    rest = hist.jsonl_path.read_bytes()[len(copied) :]
+    assert hist.jsonl_path.read_bytes().startswith(copied) and b'"finalized"' in rest
     links = [
         p for p in out.iterdir() if re.fullmatch(r"\d{4}-\d\d-\d\d-\d{6}-rank0\.jsonl", p.name)
     ]
@@ -176,9 +179,15 @@ def test_rerun_into_same_outdir_replaces(tmp_path):
     with xr.open_dataset(out / "train.h5") as ds:
         assert ds.sizes["draw"] == 5 and ds.attrs["run_id"] == second.run_id
         _same(ds["loss"].values, np.arange(5.0))
-    assert not (out / "eval.h5").exists()  # the first run's other group is gone
+    # the first run's other group is another run's file: kept (issue 12 item 10),
+    # its run_id tells it apart; only a run's own stale files are removed
+    with xr.open_dataset(out / "eval.h5") as ds:
+        assert ds.attrs["run_id"] == first.run_id
     assert (out / "notes.h5").read_bytes() == b"not ours"
-    assert (out / "metrics.jsonl").read_bytes() == second.jsonl_path.read_bytes()
+    # the copy, then the run's "finalized" event (docs/restarts.md)
+    copied = (out / "metrics.jsonl").read_bytes()
+    rest = second.jsonl_path.read_bytes()[len(copied) :]
+    assert second.jsonl_path.read_bytes().startswith(copied) and b'"finalized"' in rest
     assert len(list(out.glob("*-rank0.jsonl"))) == 1
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
@@ -192,8 +201,8 @@ def test_uploads_then_finish(tmp_path):
     assert methods[-1] == "finish" and methods.count("finish") == 1
     assert rec.of("set_outdir") == [("set_outdir", str(out))]
     tables = {c[1]: c for c in rec.of("log_table")}
-    assert set(tables) == {"history/train", "history/eval"}
-    _, _, columns, rows = tables["history/train"]
+    assert set(tables) == {"training_history/train", "training_history/eval"}
+    _, _, columns, rows = tables["training_history/train"]
     assert columns[:3] == ["step", "loss", "acc"] and len(rows) == 40
     assert rows[3][0] == 3 and rows[3][1] == pytest.approx(0.25)
     images = {c[1] for c in rec.of("log_image")}
@@ -230,7 +239,7 @@ def test_history_table_row_cap(tmp_path, monkeypatch):
     rec = Recorder()
     hist = _run(tmp_path, steps=40, tracker=Tracker([rec]))
     hist.finalize(outdir=tmp_path / "out", plot=False)
-    _, _, columns, rows = next(c for c in rec.of("log_table") if c[1] == "history/train")
+    _, _, columns, rows = next(c for c in rec.of("log_table") if c[1] == "training_history/train")
     assert len(rows) == 7
     assert rows[0][0] == 0 and rows[-1][0] == 39  # first and last kept
 

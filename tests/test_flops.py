@@ -182,3 +182,99 @@ def test_intel_stack_counts_half_a_card(monkeypatch):
     monkeypatch.setattr(flops, "device_name", lambda device=None: Props.name)
     monkeypatch.setattr(torch, "xpu", FakeXPU, raising=False)
     assert peak_flops("xpu:0") == pytest.approx(838.9e12 / 2)
+
+
+# -- attention (issue 12 item 18): CPU scaled_dot_product_attention is counted --
+class _Block(torch.nn.Module):
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.ln1 = torch.nn.LayerNorm(width)
+        self.qkv = torch.nn.Linear(width, 3 * width, bias=False)
+        self.proj = torch.nn.Linear(width, width, bias=False)
+        self.ln2 = torch.nn.LayerNorm(width)
+        self.fc = torch.nn.Linear(width, 4 * width, bias=False)
+        self.out = torch.nn.Linear(4 * width, width, bias=False)
+
+    def forward(self, x):
+        b, t, c = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(c, dim=2)
+        q, k, v = (z.view(b, t, self.heads, c // self.heads).transpose(1, 2) for z in (q, k, v))
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.proj(y.transpose(1, 2).reshape(b, t, c))
+        return x + self.out(torch.nn.functional.gelu(self.fc(self.ln2(x))))
+
+
+class TinyGPT(torch.nn.Module):
+    """nanoGPT's shape: tied embedding/head, causal SDPA, forward(idx, targets) -> loss."""
+
+    def __init__(self, vocab: int, seq: int, width: int, heads: int, layers: int) -> None:
+        super().__init__()
+        self.wte = torch.nn.Embedding(vocab, width)
+        self.wpe = torch.nn.Embedding(seq, width)
+        self.blocks = torch.nn.ModuleList(_Block(width, heads) for _ in range(layers))
+        self.lnf = torch.nn.LayerNorm(width)
+        self.head = torch.nn.Linear(width, vocab, bias=False)
+        self.head.weight = self.wte.weight
+
+    def forward(self, idx, targets=None):
+        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+        for block in self.blocks:
+            x = block(x)
+        logits = self.head(self.lnf(x))
+        if targets is None:
+            return logits
+        return torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+
+def test_gpt_count_matches_6n_plus_12lhqt_on_cpu():
+    vocab, seq, width, heads, layers, batch = 64, 16, 32, 4, 2, 3
+    model = TinyGPT(vocab, seq, width, heads, layers)
+    x = torch.randint(0, vocab, (batch, seq))
+    y = torch.randint(0, vocab, (batch, seq))
+    # N: the weights of every matmul (the tied head counts once, as wte; wpe is a lookup)
+    n = sum(p.numel() for name, p in model.named_parameters() if p.dim() == 2 and "wpe" not in name)
+    tokens = batch * seq
+    expected = tokens * (6 * n + 12 * layers * heads * (width // heads) * seq)
+    assert try_estimate(model, example_input=(x, y)) == expected
+    # forward only: 2N + 4LHQT per token
+    forward = tokens * (2 * n + 4 * layers * heads * (width // heads) * seq)
+    assert try_estimate(model, example_input=(x, y), backward=False) == forward
+
+
+def test_attention_alone_counts_two_matmuls_forward_four_backward():
+    b, h, t, d = 2, 4, 16, 8
+    q, k, v = (torch.randn(b, h, t, d, requires_grad=True) for _ in range(3))
+
+    class Attn(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, q):
+            return torch.nn.functional.scaled_dot_product_attention(q * self.scale, k, v)
+
+    fwd = 2 * 2 * b * h * t * t * d
+    assert try_estimate(Attn(), example_input=q, backward=False) == fwd
+    assert try_estimate(Attn(), example_input=q) == 3 * fwd
+
+
+def test_uncounted_matmul_like_ops_are_named(caplog):
+    class MatVec(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.randn(8, 8))
+            self.lin = torch.nn.Linear(8, 8)
+
+        def forward(self, x):
+            return self.lin(torch.mv(self.w, x[0]).unsqueeze(0))
+
+    with caplog.at_level(logging.WARNING, logger="ezpz.flops"):
+        assert try_estimate(MatVec(), (1, 8)) is not None
+    assert "undercounted" in caplog.text and "mv" in caplog.text
+
+
+def test_cpu_mfu_needs_a_peak():
+    # No table entry for a CPU: 0.0 unless the caller says what the peak is.
+    assert compute_mfu(1e12, 1.0, device="cpu") == 0.0
+    assert compute_mfu(1e12, 1.0, device="cpu", peak=4e12) == pytest.approx(25.0)

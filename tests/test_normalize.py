@@ -1,4 +1,4 @@
-"""Value rules of spec §3: what update() records, flattens or skips."""
+"""Value rules of docs/history.md ("Value rules"): what update() records, flattens or skips."""
 
 from __future__ import annotations
 
@@ -75,9 +75,13 @@ def test_unsupported_values_skipped_with_one_warning_per_key(caplog):
         assert sum(f"'{key}'" in m for m in warned) == 1, warned
 
 
-def test_huge_python_int_is_skipped_not_raised(caplog):
-    scalars, _ = norm({"big": 10**400, "ok": 1})
-    assert scalars == {"ok": 1.0}
+def test_huge_python_int_is_recorded_as_inf_not_raised(caplog):
+    # Integers of any size are recorded as float64 (issue 12 item 1): beyond
+    # float64's range that is the IEEE overflow value, with one warning.
+    with caplog.at_level(logging.WARNING):
+        scalars, _ = norm({"big": 10**400, "neg": -(10**400), "ok": 1})
+    assert scalars == {"big": float("inf"), "neg": float("-inf"), "ok": 1.0}
+    assert "beyond float64" in caplog.text
 
 
 def test_torch_tensors_convert_in_one_batch():

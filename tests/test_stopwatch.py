@@ -1,4 +1,4 @@
-"""StopWatch (spec §9): logs elapsed time, and with wbtag sends it to the active tracker."""
+"""StopWatch (docs/console-summary.md, "StopWatch"): logs elapsed time, and with wbtag sends it to the active tracker."""
 
 from __future__ import annotations
 
@@ -172,8 +172,9 @@ def test_history_makes_its_tracker_active(tmp_path: Path):
     assert get_active_tracker() is second.tracker
 
 
-def test_timings_merge_into_the_history_row_through_the_csv_backend(tmp_path: Path):
-    """Real History + csv backend: commit=False timings land in the step's row."""
+def test_timings_reach_the_csv_backend_as_their_own_rows_of_the_step(tmp_path: Path):
+    """Real History + csv backend: a commit=False timing is a row of its step (one row per
+    log() call, never merged into the next row)."""
     from ezpz.history import History
 
     history = History(
@@ -188,7 +189,8 @@ def test_timings_merge_into_the_history_row_through_the_csv_backend(tmp_path: Pa
     history.tracker.finish()
     with open(tmp_path / "metrics.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == 3
-    for step, row in enumerate(rows):
-        assert float(row["loss"]) == pytest.approx(1.0 / (step + 1))
-        assert float(row["timing/forward"]) == pytest.approx(elapsed[step])
+    assert [int(r["step"]) for r in rows] == [0, 0, 1, 1, 2, 2]
+    for step in range(3):
+        timing, update = rows[2 * step], rows[2 * step + 1]
+        assert float(timing["timing/forward"]) == pytest.approx(elapsed[step])
+        assert float(update["loss"]) == pytest.approx(1.0 / (step + 1))

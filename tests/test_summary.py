@@ -1,4 +1,4 @@
-"""The console summary line (spec §4): format_compact_summary and SummaryFormatter."""
+"""The console summary line (docs/console-summary.md): format_compact_summary and SummaryFormatter."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-import ezpz.utils as summary
+import ezpz.history.summary as summary
 from ezpz.utils import SummaryFormatter, format_compact_summary, format_std, format_value
 
 SPEC_LINE = (

@@ -78,3 +78,43 @@ def test_value_text_is_bounded_and_close(v, precision):
             Decimal(5) * Decimal(10) ** -(precision + 1), Decimal("0.05") * abs(Decimal(v))
         )
         assert error <= allowed, text
+
+
+# Values the one-template path takes (fixed-point range), plus at most one it hands back.
+MODERATE = st.floats(min_value=1e-3, max_value=1e6) | st.floats(min_value=-1e6, max_value=-1e-3)
+SPECIAL = st.none() | st.tuples(
+    st.integers(0, 29),
+    st.sampled_from([0.0, -0.0, 1e-9, -1e-9, 2e15, math.nan, math.inf, 0, 7, -3, 10**15]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    bases=st.lists(st.sampled_from(BASES), min_size=1, max_size=6, unique=True),
+    values=st.lists(MODERATE, min_size=30, max_size=30),
+    special=SPECIAL,
+    with_stats=st.booleans(),
+    precision=st.integers(0, 8),
+    plain=st.booleans(),
+)
+def test_stats_lines_match_the_general_renderer(
+    bases, values, special, with_stats, precision, plain
+):
+    """The one-template paths (plain and metric(± std)/counter lines) give the general text.
+
+    ``plain_numbers=True`` (History's promise of float/int values) gives the same text.
+    """
+    if special is not None:
+        values[special[0]] = special[1]
+    it = iter(values)
+    row: dict[str, float] = {}
+    for base in bases:
+        row[base] = next(it)
+        if with_stats:
+            for suffix in ("mean", "max", "min", "std"):
+                row[f"{base}/{suffix}"] = next(it) if suffix != "std" else abs(next(it))
+    expected = format_compact_summary(row, precision=precision)
+    formatter = SummaryFormatter(precision)
+    assert formatter.format(row, plain_numbers=plain) == expected
+    # again, from the cached layout
+    assert formatter.format(row, plain_numbers=plain) == expected

@@ -43,6 +43,10 @@ PLUGIN_SOURCE = textwrap.dedent(
 
     class NotABackend:
         pass
+
+    class Incomplete(TrackerBackend):
+        def log(self, metrics, step=None, commit=True):
+            pass
     """
 )
 
@@ -62,6 +66,7 @@ def plugin_on_path(tmp_path, monkeypatch):
         "[ezpz.trackers]\n"
         f"plugin_rec = {PLUGIN_MODULE}:PluginBackend\n"
         f"plugin_bad = {PLUGIN_MODULE}:NotABackend\n"
+        f"plugin_incomplete = {PLUGIN_MODULE}:Incomplete\n"
         f"csv = {PLUGIN_MODULE}:PluginBackend\n"
     )
     monkeypatch.syspath_prepend(str(site))
@@ -160,3 +165,41 @@ def test_entry_point_that_is_not_a_backend_is_refused(plugin_on_path, caplog):
 
 def test_entry_point_names_disappear_with_their_distribution():
     assert "plugin_rec" not in known_backends()
+
+
+class NoFinish(TrackerBackend):
+    """A custom backend that forgot ``finish``."""
+
+    name = "no_finish"
+
+    def log(self, metrics, step=None, commit=True):
+        pass
+
+    def log_config(self, config):
+        pass
+
+
+def test_a_backend_missing_a_method_fails_where_it_is_built():
+    from ezpz.tracker import Tracker
+
+    with pytest.raises(TypeError, match="abstract method.*finish"):
+        NoFinish()
+    with pytest.raises(TypeError, match=r"'no_finish' \(NoFinish\) does not implement finish"):
+        register_backend("no_finish", NoFinish)
+    assert "no_finish" not in known_backends()
+    # the base class itself is not a backend either
+    with pytest.raises(TypeError, match="abstract"):
+        TrackerBackend()
+    # a complete subclass is built and used as before
+    tracker = Tracker([Mine()])
+    tracker.log({"x": 1.0}, step=0)
+    assert tracker.finish(timeout=30).ok
+
+
+def test_an_incomplete_entry_point_backend_is_refused_on_load(plugin_on_path, caplog):
+    with pytest.raises(TypeError, match="does not implement finish, log_config"):
+        load_backend_class("plugin_incomplete")
+    with caplog.at_level(logging.ERROR, logger="ezpz.tracker"):
+        tracker = resolve_tracker(backends="plugin_incomplete")
+    assert tracker.backends == ()
+    assert any("does not implement finish" in r.getMessage() for r in caplog.records)

@@ -1,4 +1,4 @@
-"""W&B project / MLflow experiment resolution (spec section 7) and the system info."""
+"""W&B project / MLflow experiment resolution (docs/backends.md, "Project name" / "Experiment name") and the system info."""
 
 from __future__ import annotations
 

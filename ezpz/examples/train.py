@@ -11,6 +11,13 @@ writes datasets, plots and a report into ``--outdir``.
 
     mpiexec -n 2 python -m ezpz.examples.train
     python -m ezpz.examples.train --steps 50 --backends csv
+
+With ``--resume`` the job is restartable (jobscripts/slurm.sh, pbs.sh;
+docs/restarts.md): rank 0 writes ``{outdir}/checkpoint.pt`` (model,
+optimizer, step) every ``--ckpt-every`` steps, and a restarted job loads it,
+continues from the step after it, and continues the same ezpz run
+(``History(resume="auto")``): steps logged after the checkpoint by the
+interrupted job are superseded by the new ones.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,13 +81,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     track.add_argument("--project", default=None, help="project name for wandb/mlflow")
     track.add_argument(
+        "--resume",
+        action="store_true",
+        help="restartable: continue from {outdir}/checkpoint.pt and the same ezpz run "
+        "(needs a fixed --outdir)",
+    )
+    track.add_argument(
+        "--ckpt-every", type=int, default=50, help="steps between checkpoints (with --resume)"
+    )
+    track.add_argument(
         "--warmup",
         type=float,
         default=0.05,
         help="fraction (<1) or count of leading steps left out of plots and report",
     )
     args = parser.parse_args(argv)
-    for name in ("steps", "batch_size", "features", "classes", "hidden", "eval_every"):
+    for name in (
+        "steps",
+        "batch_size",
+        "features",
+        "classes",
+        "hidden",
+        "eval_every",
+        "ckpt_every",
+    ):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.depth < 0:
@@ -179,6 +203,29 @@ def evaluate(model: Any, task: TeacherTask, rank: int, world_size: int) -> dict[
     return {"eval/loss": loss, "eval/accuracy": accuracy}
 
 
+CHECKPOINT = "checkpoint.pt"
+
+
+def save_checkpoint(path: Path, model: Any, optimizer: Any, step: int) -> None:
+    """Rank 0: model, optimizer and the step, written to a temporary name and renamed."""
+    import torch
+
+    module = getattr(model, "module", model)  # DDP wraps the model
+    state = {"model": module.state_dict(), "optimizer": optimizer.state_dict(), "step": step}
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path, device: Any) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` (every rank reads it), or None."""
+    if not path.is_file():
+        return None
+    import torch
+
+    return torch.load(path, map_location=device, weights_only=True)
+
+
 def main(argv: Sequence[str] | None = None) -> Path:
     """Run the job; return the output folder."""
     args = parse_args(argv)
@@ -200,6 +247,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
 
     task = TeacherTask(args, rank, device)
     model = build_model(args).to(device)
+    ckpt = load_checkpoint(outdir / CHECKPOINT, device) if args.resume else None
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
     step_flops = try_estimate(model, (args.batch_size, args.features))
     peak = peak_flops(device, args.dtype)
     if world_size > 1:
@@ -208,6 +258,11 @@ def main(argv: Sequence[str] | None = None) -> Path:
         ids = [device.index] if device.type in ("cuda", "xpu") else None
         model = DistributedDataParallel(model, device_ids=ids)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    start = 0
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start = int(ckpt["step"]) + 1
+    autocast: Callable[[], contextlib.AbstractContextManager[Any]]
     if args.dtype == "bf16":
         autocast = functools.partial(torch.autocast, device.type, dtype=torch.bfloat16)
     else:
@@ -221,6 +276,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
         config=config,
         outdir=outdir,
         report_dir=outdir,
+        # --resume: the same run as the interrupted job (a new one if there is none)
+        resume="auto" if args.resume else None,
     )
     if rank == 0:
         logger.info(
@@ -230,9 +287,11 @@ def main(argv: Sequence[str] | None = None) -> Path:
             f"{step_flops:.3e}" if step_flops else "unknown",
             outdir,
         )
+        if ckpt is not None:
+            logger.info("resumed from %s at step %d", outdir / CHECKPOINT, start)
 
     model.train()
-    for step in range(args.steps):
+    for step in range(start, args.steps):
         lr = _lr_at(step, args)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -275,6 +334,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
                 summary = history.update(evaluate(model, task, rank, world_size), step=step)
             if rank == 0:
                 logger.info(summary)
+        if args.resume and rank == 0 and (step + 1) % args.ckpt_every == 0:
+            save_checkpoint(outdir / CHECKPOINT, model, optimizer, step)
 
     history.finalize(outdir=outdir, warmup=args.warmup)
     if rank == 0:

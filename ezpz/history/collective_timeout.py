@@ -9,10 +9,11 @@ step instead.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Sequence
 from typing import Any
+
+from ezpz._env import env_float
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,9 @@ TIMEOUT_ENV = "EZPZ_COLLECTIVE_TIMEOUT"
 # then back off so a long wait does not burn a whole core.
 _SPIN_SECONDS = 1e-3
 _MAX_SLEEP = 5e-3
+# Waits without a deadline that are polled only so that signal handlers can run
+# (Reducer.make_interruptible) sleep less: their latency is the training step's.
+_INTERRUPTIBLE_MAX_SLEEP = 2e-4
 
 
 class CollectiveTimeoutError(TimeoutError):
@@ -38,17 +42,8 @@ def timeout_from_env(value: float | None) -> float | None:
         if not isinstance(value, (int, float)) or value != value:
             raise ValueError(f"timeout must be a number of seconds, got {value!r}")
         return float(value) if value > 0 else None
-    raw = os.environ.get(TIMEOUT_ENV, "").strip()
-    if not raw:
-        return None
-    try:
-        seconds = float(raw)
-    except ValueError:
-        log.warning(
-            "%s=%r is not a number of seconds; collectives block as usual", TIMEOUT_ENV, raw
-        )
-        return None
-    return seconds if seconds > 0 else None
+    seconds = env_float(TIMEOUT_ENV, None)
+    return seconds if seconds is not None and seconds > 0 else None
 
 
 def wait_all(
@@ -71,6 +66,7 @@ def wait_all(
     reqs = list(requests)
     spin_until = time.monotonic() + _SPIN_SECONDS
     sleep = 1e-5
+    max_sleep = _MAX_SLEEP if deadline != float("inf") else _INTERRUPTIBLE_MAX_SLEEP
     while not MPI.Request.Testall(reqs):
         now = time.monotonic()
         if now >= deadline:
@@ -83,4 +79,4 @@ def wait_all(
             )
         if now > spin_until:
             time.sleep(sleep)
-            sleep = min(sleep * 2, _MAX_SLEEP)
+            sleep = min(sleep * 2, max_sleep)

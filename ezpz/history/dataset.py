@@ -14,7 +14,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ezpz._files import atomic_path
 from ezpz.history.keys import join_key, split_stat
 
 if TYPE_CHECKING:
@@ -101,6 +101,7 @@ def run_attrs(
 ) -> dict[str, Any]:
     """Dataset attributes: all strings/ints, as netCDF attributes must be."""
     from ezpz import __version__
+    from ezpz._redact import redact_config
 
     return {
         "run_id": str(run_id),
@@ -108,7 +109,8 @@ def run_attrs(
         "world_size": int(world_size),
         "ezpz_version": str(__version__),
         "group": group,
-        "config": json.dumps(dict(config or {}), default=str, sort_keys=True),
+        # secrets redacted (ezpz._redact; docs/reliability.md): the .h5 is shared and uploaded
+        "config": json.dumps(redact_config(dict(config or {})), default=str, sort_keys=True),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
@@ -138,13 +140,54 @@ def group_dataset(g: GroupStore, attrs: Mapping[str, Any] | None = None) -> xr.D
 def write_dataset(ds: xr.Dataset, path: str | os.PathLike[str]) -> Path:
     """Write ``ds`` as netCDF-4/HDF5, replacing ``path`` atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     try:
-        ds.to_netcdf(tmp, engine="h5netcdf", invalid_netcdf=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_path(path) as tmp:  # mode 0o666 & ~umask, like any other output
+            _to_netcdf(ds, tmp)
+    except OSError as exc:
+        # HDF5's own message is pages long; say what failed, keep the cause chained.
+        reason = os.strerror(exc.errno) if exc.errno else str(exc).splitlines()[0]
+        raise OSError(
+            exc.errno, f"ezpz: cannot write {path.name} in {path.parent}: {reason}"
+        ) from exc
     return path
+
+
+def _to_netcdf(ds: xr.Dataset, path: Path) -> None:
+    """``ds.to_netcdf(path, engine="h5netcdf")``, with HDF5 kept away from the disk.
+
+    On a write error (disk full, RLIMIT_FSIZE, quota) HDF5 fails half-way and
+    leaves a file it can neither flush nor close; h5netcdf then touches freed
+    HDF5 objects at close or at interpreter exit, which crashed the process.
+    So HDF5 builds the file in memory (one extra copy of the dataset, the
+    size of the ``.h5`` file) and the bytes go to disk with plain writes,
+    whose errors are ordinary ``OSError`` s that ``atomic_path`` cleans up.
+    """
+    import io
+
+    import h5netcdf
+    from xarray.backends import H5NetCDFStore
+    from xarray.backends.common import ArrayWriter
+
+    buffer = io.BytesIO()
+    f = h5netcdf.File(buffer, "w", invalid_netcdf=False)
+    try:
+        writer = ArrayWriter()
+        ds.dump_to_store(H5NetCDFStore(f), writer=writer)
+        writer.sync()
+        f.close()
+    except BaseException:
+        _abandon(f)
+        raise
+    with open(path, "wb") as fh:
+        fh.write(buffer.getbuffer())
+
+
+def _abandon(f: Any) -> None:
+    """Close ``f`` after a failed write; if HDF5 cannot, never touch it again."""
+    try:
+        f.close()
+    except Exception as exc:  # HDF5 could not flush or close: the ids are gone
+        logger.debug("closing %s after a failed write also failed: %s", f, exc)
+    # h5netcdf's __del__ calls close(); a second flush of a half-closed HDF5
+    # file segfaults, so mark it closed whatever happened above.
+    f._closed = True

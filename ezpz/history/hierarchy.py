@@ -12,6 +12,7 @@ With a deadline every call is non-blocking and polled (collective_timeout).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ezpz.history.collective_timeout import wait_all
@@ -124,6 +125,42 @@ class Topology:
             wait([leaders.Iallreduce(MPI.IN_PLACE, r, op) for _, r, op in (a, b)])
         wait([node.Ibcast(r, root=0) for _, r, _ in (a, b)])
 
+    def pair(
+        self, a: tuple[Any, Any, Any], b: tuple[Any, Any, Any]
+    ) -> Callable[[int | None, str], None]:
+        """A reusable runner of two fixed reductions ``(send, recv, op)``.
+
+        The buffers must stay the same objects for the runner's life. Flat
+        topologies get MPI-4 persistent collectives (``Allreduce_init``) set up
+        once, so a step is one ``Startall`` and one wait, without per-call
+        buffer parsing or request creation; elsewhere (hierarchical, with a
+        timeout, or an MPI without persistent collectives) it is
+        :meth:`allreduce_pair`. (With a timeout the requests are polled with
+        ``Testall``, which MPICH 5.0 gets wrong for persistent collectives.)
+        Call :meth:`free_pair` on the runner when the buffers are replaced.
+        """
+        if not self.hierarchical and self.timeout is None:
+            try:
+                reqs = [self.comm.Allreduce_init(*a), self.comm.Allreduce_init(*b)]
+            except (AttributeError, NotImplementedError):
+                reqs = None
+            except Exception:  # MPI_ERR_* from an MPI that lacks them
+                reqs = None
+            if reqs is not None:
+                return _PersistentPair(reqs)
+        allreduce_pair = self.allreduce_pair
+
+        def run(step: int | None, what: str) -> None:
+            allreduce_pair(a, b, step=step, what=what)
+
+        return run
+
+    @staticmethod
+    def free_pair(runner: Callable[[int | None, str], None]) -> None:
+        """Release what :meth:`pair` set up for ``runner`` (persistent requests)."""
+        if isinstance(runner, _PersistentPair):
+            runner.free()
+
     def allgather_bytes(self, payload: bytes, *, step: int | None, what: str) -> list[bytes]:
         """Every rank's ``payload``, in rank order (two buffer-based collectives)."""
         import numpy as np
@@ -160,3 +197,28 @@ class Topology:
             if sub is not None and sub != MPI.COMM_NULL:
                 sub.Free()
         self.node = self.leaders = None
+
+
+class _PersistentPair:
+    """Two persistent ``Allreduce`` requests started and completed together."""
+
+    __slots__ = ("reqs", "_startall", "_waitall")
+
+    def __init__(self, reqs: list[Any]) -> None:
+        from mpi4py import MPI
+
+        self.reqs = reqs
+        self._startall = MPI.Prequest.Startall
+        self._waitall = MPI.Request.Waitall
+
+    def __call__(self, step: int | None, what: str) -> None:
+        self._startall(self.reqs)
+        self._waitall(self.reqs)
+
+    def free(self) -> None:
+        for req in self.reqs:
+            try:
+                req.Free()
+            except Exception:  # MPI already finalized, or the request is gone
+                pass
+        self.reqs = []

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from ezpz.history.keys import STEP_FIELD, TIME_FIELD
+from ezpz.history.keys import EVENT_FIELD, STEP_FIELD, TIME_FIELD
 
 logger = logging.getLogger(__name__)
 
@@ -54,15 +54,25 @@ class JsonlWriter:
 
     def __init__(self, path: str | os.PathLike[str], overwrite: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if overwrite else 0)
-        self._fd: int | None = os.open(self.path, flags, 0o644)
+        self._fd: int | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, flags, 0o666)  # the umask decides
+        except OSError as exc:
+            # Rank 0 alone opens it: raising here would leave the other ranks in the
+            # constructor's next collective. Training goes on, as when a write fails.
+            logger.error("ezpz: cannot open the JSONL %s (%s); no JSONL for this run", path, exc)
 
     def write(self, step: int, time: float, record: dict[str, Any]) -> None:
         """Write one line for ``record`` (floats, ints, lists of floats)."""
         if self._fd is None:
             return
-        body = orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY)
+        try:
+            body = orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY)
+        except TypeError:  # an int beyond 64 bits: written as the float64 history holds
+            record = _plain_record(record)
+            body = orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY)
         # orjson writes NaN/inf as null, and ezpz records hold no None: a null
         # means a non-finite value, which gets its string encoding (rare path).
         if b"null" in body:
@@ -77,10 +87,44 @@ class JsonlWriter:
             logger.error("ezpz: JSONL write to %s failed (%s); stopping JSONL", self.path, exc)
             self.close()
 
+    def write_event(self, event: str, time: float, **fields: Any) -> None:
+        """One lifecycle line ``{"_event": event, "_time": time, ...}`` (not a metric row)."""
+        if self._fd is None:
+            return
+        body = {EVENT_FIELD: event, TIME_FIELD: time, **fields}
+        line = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY, default=str) + b"\n"
+        try:
+            os.write(self._fd, line)
+        except OSError as exc:
+            logger.error("ezpz: JSONL write to %s failed (%s); stopping JSONL", self.path, exc)
+            self.close()
+
+    def sync(self) -> None:
+        """fsync the file: every line written so far survives a crash of the node."""
+        if self._fd is not None:
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                logger.warning("ezpz: fsync of %s failed: %s", self.path, exc)
+
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _plain_record(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with Python ints as float64 (±inf beyond float64's range)."""
+    from ezpz.history.normalize import _int_as_float
+
+    def plain(v: Any) -> Any:
+        if type(v) is int:
+            return _int_as_float(v)
+        if type(v) is list:
+            return [plain(x) for x in v]
+        return v
+
+    return {k: plain(v) for k, v in record.items()}
 
 
 def _encode_nonfinite_record(record: dict[str, Any]) -> dict[str, Any]:
@@ -96,7 +140,19 @@ def _encode_list(value: Any) -> Any:
 
 
 def read_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """Yield decoded records; a torn last line (killed run) is skipped with a warning."""
+    """Yield the metric records (lifecycle events skipped); torn lines skipped with a warning."""
+    for record in read_lines(path):
+        if EVENT_FIELD not in record:
+            yield record
+
+
+def read_events(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The lifecycle events (``start``, ``interrupted``, ``finalized``) of a JSONL log, in order."""
+    return [record for record in read_lines(path) if EVENT_FIELD in record]
+
+
+def read_lines(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Every JSON object of the file in order: metric records and events."""
     with open(path, "rb") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():

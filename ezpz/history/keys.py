@@ -12,6 +12,11 @@ ALL_STAT_SUFFIXES: frozenset[str] = frozenset(STAT_SUFFIXES + EXTRA_STAT_SUFFIXE
 # Reserved JSONL fields: a leading underscore keeps them clear of user keys.
 STEP_FIELD = "_step"
 TIME_FIELD = "_time"
+# A JSONL line with this field is a lifecycle event (start, interrupted, ...), not a row.
+EVENT_FIELD = "_event"
+# Metric keys update() never records (normalize skips them with one warning):
+# a metric under one of these names would collide with the JSONL's own fields.
+RESERVED_KEYS: frozenset[str] = frozenset((STEP_FIELD, TIME_FIELD, EVENT_FIELD))
 
 _split_cache: dict[str, tuple[str, str]] = {}
 

@@ -15,12 +15,15 @@ per group to rank 0, which writes the rows with serial h5py.
 ``EZPZ_RANKS_H5_DRIVER=gather`` forces the fallback (e.g. on file systems
 without MPI-IO locking).
 
-``finalize()`` must not enter a collective unless every rank is in it (the
-seed's ``if rank == 0: history.finalize()`` must never hang), so it first runs
-:func:`agree_all_ranks`, a probe/acknowledge/decide handshake in which rank 0
-decides and everyone obeys. Either all ranks flush collectively, or rank 0
-copies the staging file and adds its own unflushed rows (the file's
-``complete`` attribute is 0 then and ``rows`` says how far each rank got).
+``History`` builds one :class:`RankFlusher` per distributed run and calls
+:meth:`RankFlusher.after_update` after every update; ``finalize()`` calls
+:meth:`RankFlusher.write_final`. That must not enter a collective unless
+every rank is in it (``if rank == 0: history.finalize()`` must never hang),
+so it first runs the handshake of :mod:`ezpz.history.finalize_handshake`, in
+which rank 0 decides and everyone obeys. Either all ranks flush
+collectively, or rank 0 copies the staging file and adds its own unflushed
+rows (the file's ``complete`` attribute is 0 then and ``rows`` says how far
+each rank got).
 
 Layout: see docs/finalize.md (``/{group}/{metric}`` float64 ``[rank, draw]``,
 ``/{group}/step`` int64, ``/{group}/time`` float64, ``/{group}/rows`` int64 ``[rank]``).
@@ -28,53 +31,34 @@ Layout: see docs/finalize.md (``/{group}/{metric}`` float64 ``[rank, draw]``,
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import secrets
 import shutil
-import tempfile
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from ezpz._env import env_float, env_str
+from ezpz._files import atomic_path
 from ezpz.history.dataset import RESERVED_NAMES, safe_name
+from ezpz.history.finalize_handshake import FinalizeHandshake, run_tag
 from ezpz.history.keys import join_key, split_stat
 
 if TYPE_CHECKING:
-    from ezpz.history.core import History
-    from ezpz.history.store import GroupStore
+    from ezpz.history.runinfo import RunInfo
+    from ezpz.history.store import GroupStore, HistoryStore
 
 logger = logging.getLogger(__name__)
 
+#: one rank's unflushed rows per group: group -> (column names, first row, rows)
+_Mine = dict[str, tuple[list[str], int, int]]
+
 FLUSH_EVERY_ENV = "EZPZ_RANKS_FLUSH_EVERY"
 DRIVER_ENV = "EZPZ_RANKS_H5_DRIVER"  # "auto" (default), "mpio" or "gather"
-WAIT_ENV = "EZPZ_FINALIZE_WAIT"
-TIMEOUT_ENV = "EZPZ_FINALIZE_TIMEOUT"
 DEFAULT_FLUSH_EVERY = 1000
-DEFAULT_WAIT_S = 5.0
-DEFAULT_TIMEOUT_S = 300.0
 RANKS_FILE = "ranks.h5"
 UNPREFIXED_GROUP = "history"
 _CHUNK = 4096  # draws per chunk: one rank's row in one chunk, never shared
-_TAG_PROBE = 0x5EA1
-_TAG_ACK = 0x5EA2
-_TAG_DECISION = 0x5EA3
-_POLL_S = 0.002
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        logger.warning("%s=%r is not a number; using %s", name, raw, default)
-        return default
-    return value if value >= 0 else default
 
 
 def mpio_available() -> bool:
@@ -87,7 +71,7 @@ def mpio_available() -> bool:
 
 
 def _driver_wanted() -> str:
-    driver = os.environ.get(DRIVER_ENV, "auto").strip().lower() or "auto"
+    driver = env_str(DRIVER_ENV, "auto").lower()
     if driver not in ("auto", "mpio", "gather"):
         logger.warning("%s=%r: expected auto, mpio or gather; using auto", DRIVER_ENV, driver)
         driver = "auto"
@@ -108,16 +92,18 @@ def _raw_names(g: GroupStore) -> list[str]:
 def _read_rows(
     g: GroupStore, names: list[str], start: int, stop: int
 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """Steps, times and the columns of rows ``[start, stop)``."""
-    reader = getattr(g, "read_rows", None)  # a slice reader avoids copying whole columns
-    if reader is not None:
-        steps, times, cols = reader(names, start, stop)
-        return steps, times, list(cols)
-    return (
-        g.steps[start:stop],
-        g.times[start:stop],
-        [g.column(n)[start:stop] for n in names],
-    )
+    """Steps, times and the columns of rows ``[start, stop)`` (copies only those rows)."""
+    steps, times, cols = g.read_rows(names, start, stop)
+    return steps, times, list(cols)
+
+
+class _Block(NamedTuple):
+    """One rank's new rows of one group, as gathered to rank 0."""
+
+    names: list[str]  # the keys this rank logged in the group
+    start: int  # first row not yet in the file
+    stop: int  # rows this rank has
+    values: np.ndarray  # [2 + keys, stop - start]: step, time, then the plan's keys
 
 
 class _Plan:
@@ -159,7 +145,10 @@ def _ensure_layout(f: Any, plan: _Plan, widths: dict[str, int], world_size: int)
         h5g.attrs["group"] = group
         if "rows" not in h5g:
             h5g.create_dataset("rows", data=np.zeros(world_size, dtype=np.int64))
-        specs = [("step", np.int64, -1, None), ("time", np.float64, np.nan, None)]
+        specs: list[tuple[str, Any, float, str | None]] = [
+            ("step", np.int64, -1, None),
+            ("time", np.float64, np.nan, None),
+        ]
         specs += [(var, np.float64, np.nan, key) for key, var in plan.var_names[group].items()]
         width = widths.get(group, 0)
         for var, dtype, fill, key in specs:
@@ -199,16 +188,18 @@ def _write_rank_rows(
             h5g[plan.var_names[group][key]][rank, start:stop] = values
 
 
-def _write_all_ranks(f: Any, plan: _Plan, group: str, keys: list[str], blocks: list) -> None:
+def _write_all_ranks(
+    f: Any, plan: _Plan, group: str, keys: list[str], blocks: list[_Block]
+) -> None:
     """Every rank's rows of one group at once, when all ranks cover the same draws.
 
     A key a rank did not log is NaN in its block, as the fill value would be.
     """
-    _names, start, stop, _block = blocks[0]
-    stacked = np.stack([block for *_rest, block in blocks])  # [rank, 2 + keys, rows]
+    start, stop = blocks[0].start, blocks[0].stop
+    stacked = np.stack([b.values for b in blocks])  # [rank, 2 + keys, rows]
     h5g = f[plan.group_names[group]]
     if stop > start:
-        h5g["step"][:, start:stop] = stacked[:, 0].astype(np.int64)
+        h5g["step"][:, start:stop] = stacked[:, 0].view(np.int64)  # bit-exact (see _gather_rows)
         h5g["time"][:, start:stop] = stacked[:, 1]
         for i, key in enumerate(keys):
             h5g[plan.var_names[group][key]][:, start:stop] = stacked[:, 2 + i]
@@ -216,11 +207,19 @@ def _write_all_ranks(f: Any, plan: _Plan, group: str, keys: list[str], blocks: l
 
 
 class RankFlusher:
-    """Moves this rank's raw rows into the staging file; registered as an update hook."""
+    """Moves this rank's raw rows into the staging file and, at the end, ``ranks.h5``.
 
-    def __init__(self, history: History) -> None:
-        self.history = history
-        self.comm: Any | None = None  # a private Dup, made at the first (collective) update
+    ``History`` builds one for a distributed run (``comm`` with more than one
+    rank) and calls :meth:`after_update` after every update, on every rank.
+    The flusher reads only ``store`` and the run's identity; it never sees
+    the History.
+    """
+
+    def __init__(self, run: RunInfo, store: HistoryStore, comm: Any) -> None:
+        self.run = run
+        self.store = store
+        self._parent = comm  # History's communicator: Dup'ed at the first update
+        self.comm: Any = None  # the private Dup (None until the first, collective, update)
         self.every = DEFAULT_FLUSH_EVERY
         self.path: Path | None = None
         self.updates = 0
@@ -228,9 +227,11 @@ class RankFlusher:
         self.plan = _Plan()
         self.driver = "gather"
         self._created = False
+        self.handshake = FinalizeHandshake(run_tag(run.run_id))
 
-    # -- the update hook ----------------------------------------------------
-    def __call__(self, history: History, step: int) -> None:
+    # -- per update -----------------------------------------------------------
+    def after_update(self) -> None:
+        """Called by ``History.update()`` on every rank: a periodic flush every ``every``."""
         if self.comm is None:
             self._setup()
         self.updates += 1
@@ -251,17 +252,36 @@ class RankFlusher:
 
     def _setup(self) -> None:
         """Collective: private communicator, shared settings from rank 0."""
-        hist = self.history
-        self.comm = hist.comm.Dup()
+        from ezpz.history.timed_collectives import timed_bcast, timed_dup
+
+        # Polled under EZPZ_COLLECTIVE_TIMEOUT: a missing rank is an error, not a hang.
+        self.comm = timed_dup(self._parent, "ranks.h5 communicator (Dup)")
         settings = None
         if self.comm.Get_rank() == 0:
-            every = int(_env_float(FLUSH_EVERY_ENV, DEFAULT_FLUSH_EVERY))
-            path = Path(hist.report_dir).resolve() / f"{hist.run_id}-ranks.h5"
+            every = int(env_float(FLUSH_EVERY_ENV, DEFAULT_FLUSH_EVERY, minimum=0.0))
+            path = Path(self.run.report_dir).resolve() / f"{self.run.run_id}-ranks.h5"
             settings = (every, str(path), _driver_wanted())
-        every, path, driver = self.comm.bcast(settings, root=0)
+        every, path, driver = timed_bcast(self.comm, settings, "ranks.h5 settings (bcast)")
         # Every rank must support the driver rank 0 picked, or all gather.
         ok = self.comm.allreduce(driver != "mpio" or mpio_available(), op=_mpi().LAND)
         self.every, self.path, self.driver = every, Path(path), driver if ok else "gather"
+
+    # -- finalize ---------------------------------------------------------------
+    def write_final(self, dest: Path, all_ranks: bool | None) -> Path | None:
+        """``ranks.h5`` at ``dest``; every rank calls it. Returns the path on rank 0.
+
+        Collective when every rank is in finalize (agreed by the handshake),
+        else rank 0 alone writes what it has (``complete`` = 0).
+        """
+        comm = self.comm if self.comm is not None else self._parent
+        if self.handshake.agree(comm, all_ranks):
+            self.flush(final=True)
+            published = self.publish(dest) if self.run.rank == 0 else None
+            self.restart()
+            return published
+        if self.run.rank != 0:
+            return None
+        return self.write_local(dest)
 
     # -- collective flush ---------------------------------------------------
     def flush(self, *, final: bool) -> None:
@@ -270,7 +290,7 @@ class RankFlusher:
             self._setup()
         comm = self.comm
         mine = {}
-        for gname, g in self.history.store.groups.items():
+        for gname, g in self.store.groups.items():
             mine[gname] = (_raw_names(g), self.flushed.get(gname, 0), len(g))
         everyone = comm.allgather(mine)
         widths: dict[str, int] = {}
@@ -305,22 +325,22 @@ class RankFlusher:
         """Same values on every rank (attribute writes are collective under mpio)."""
         from ezpz import __version__
 
-        f.attrs["run_id"] = str(self.history.run_id)
-        f.attrs["world_size"] = int(self.history.world_size)
+        f.attrs["run_id"] = str(self.run.run_id)
+        f.attrs["world_size"] = int(self.run.world_size)
         f.attrs["ezpz_version"] = str(__version__)
         f.attrs["layout"] = "[rank, draw]"
         f.attrs["complete"] = int(complete)
 
-    def _write_own_rows(self, f: Any, mine: dict, rank: int) -> None:
+    def _write_own_rows(self, f: Any, mine: _Mine, rank: int) -> None:
         """This rank's unflushed rows of every group (``mine``: group -> names, start, n)."""
         for gname, (names, start, n) in mine.items():
-            g = self.history.store.groups[gname]
+            g = self.store.groups[gname]
             steps, times, cols = _read_rows(g, names, start, n)
             columns = dict(zip(names, cols, strict=True))
             _write_rank_rows(f, self.plan, gname, rank, start, steps, times, columns)
             f[self.plan.group_names[gname]]["rows"][rank] = n
 
-    def _flush_mpio(self, mode: str, mine: dict, widths: dict[str, int], final: bool) -> None:
+    def _flush_mpio(self, mode: str, mine: _Mine, widths: dict[str, int], final: bool) -> None:
         import h5py
 
         comm = self.comm
@@ -331,7 +351,7 @@ class RankFlusher:
             self._write_own_rows(f, mine, rank)
 
     def _flush_gather(
-        self, mode: str, mine: dict, everyone: list[dict], widths: dict[str, int], final: bool
+        self, mode: str, mine: _Mine, everyone: list[_Mine], widths: dict[str, int], final: bool
     ) -> None:
         # Collectives first, file work after: a failing write on rank 0 must never
         # leave the other ranks blocked in a Gatherv it skipped.
@@ -344,18 +364,20 @@ class RankFlusher:
             _ensure_layout(f, self.plan, widths, self.comm.Get_size())
             self._file_attrs(f, complete=final)
             for gname, keys, blocks in received:
-                spans = {(r_start, r_n) for _names, r_start, r_n, _block in blocks}
-                if len(spans) == 1:  # the usual case: one write per column for all ranks
+                if len({(b.start, b.stop) for b in blocks}) == 1:
+                    # the usual case: one write per column for all ranks
                     _write_all_ranks(f, self.plan, gname, keys, blocks)
                     continue
-                for r, (r_names, r_start, r_n, block) in enumerate(blocks):
-                    wanted = set(r_names)
-                    cols = {k: block[2 + i] for i, k in enumerate(keys) if k in wanted}
-                    steps = block[0].astype(np.int64)
-                    _write_rank_rows(f, self.plan, gname, r, r_start, steps, block[1], cols)
-                    f[self.plan.group_names[gname]]["rows"][r] = r_n
+                for r, b in enumerate(blocks):
+                    wanted = set(b.names)
+                    cols = {k: b.values[2 + i] for i, k in enumerate(keys) if k in wanted}
+                    steps = b.values[0].view(np.int64)  # bit-exact (see _gather_rows)
+                    _write_rank_rows(f, self.plan, gname, r, b.start, steps, b.values[1], cols)
+                    f[self.plan.group_names[gname]]["rows"][r] = b.stop
 
-    def _gather_rows(self, mine: dict, everyone: list[dict]) -> list[tuple[str, list, list]]:
+    def _gather_rows(
+        self, mine: _Mine, everyone: list[_Mine]
+    ) -> list[tuple[str, list[str], list[_Block]]]:
         """One Gatherv per group of every rank's new rows; the blocks (rank 0 only)."""
         mpi = _mpi()
         comm = self.comm
@@ -371,8 +393,10 @@ class RankFlusher:
             names, start, n = mine.get(gname, ([], 0, 0))
             send = np.full((width, n - start), np.nan)
             if n > start:
-                steps, times, cols = _read_rows(self.history.store.groups[gname], names, start, n)
-                send[0], send[1] = steps, times
+                steps, times, cols = _read_rows(self.store.groups[gname], names, start, n)
+                # Steps travel as their int64 bits in the float64 buffer (read back
+                # with .view(np.int64)): a float64 value would round steps >= 2**53.
+                send[0], send[1] = np.asarray(steps, dtype=np.int64).view(np.float64), times
                 index = {k: i for i, k in enumerate(keys)}
                 for name, col in zip(names, cols, strict=True):
                     send[2 + index[name]] = col
@@ -383,13 +407,12 @@ class RankFlusher:
             comm.Gatherv(send.ravel(), [recv, counts, mpi.DOUBLE], root=0)
             blocks, offset = [], 0
             for (r_names, r_start, r_n), count in zip(metas, counts, strict=True):
-                block = recv[offset : offset + count].reshape(width, r_n - r_start)
-                blocks.append((r_names, r_start, r_n, block))
+                values = recv[offset : offset + count].reshape(width, r_n - r_start)
+                blocks.append(_Block(r_names, r_start, r_n, values))
                 offset += count
             received.append((gname, keys, blocks))
         return received
 
-    # -- finalize -------------------------------------------------------------
     def publish(self, dest: Path) -> Path:
         """Rank 0, after a final flush: move the complete staging file to ``dest``.
 
@@ -397,13 +420,8 @@ class RankFlusher:
         every row again, so a later finalize is complete too.
         """
         assert self.path is not None
-        tmp = _temp_beside(dest)
-        try:
+        with atomic_path(dest) as tmp:
             shutil.move(str(self.path), tmp)
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         return dest
 
     def restart(self) -> None:
@@ -415,10 +433,8 @@ class RankFlusher:
         """Rank 0 alone: copy the staging file to ``dest`` and add rank 0's unflushed rows."""
         import h5py
 
-        hist = self.history
-        rank, size = hist.rank, hist.world_size
-        tmp = _temp_beside(dest)
-        try:
+        rank, size = self.run.rank, self.run.world_size
+        with atomic_path(dest) as tmp:
             if self.path is not None and self.path.exists():
                 shutil.copyfile(self.path, tmp)
                 mode = "a"
@@ -427,7 +443,7 @@ class RankFlusher:
             with h5py.File(tmp, mode) as f:
                 widths = {}
                 mine = {}
-                for gname, g in hist.store.groups.items():
+                for gname, g in self.store.groups.items():
                     names = _raw_names(g)
                     self.plan.add(gname, names)
                     mine[gname] = (names, self.flushed.get(gname, 0), len(g))
@@ -439,10 +455,6 @@ class RankFlusher:
                 _ensure_layout(f, self.plan, widths, size)
                 self._file_attrs(f, complete=False)
                 self._write_own_rows(f, mine, rank)
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         return dest
 
 
@@ -450,149 +462,3 @@ def _mpi() -> Any:
     from mpi4py import MPI
 
     return MPI
-
-
-def _temp_beside(dest: Path) -> str:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    return tmp
-
-
-def attach(history: History) -> RankFlusher | None:
-    """Register the periodic flush as an update hook (call once, in the constructor).
-
-    Cheap: imports nothing heavy. Returns None for single-process runs.
-    """
-    existing = getattr(history, "_ranks_flusher", None)
-    if existing is not None:
-        return existing
-    if history.comm is None or history.world_size <= 1:
-        return None
-    flusher = RankFlusher(history)
-    history._ranks_flusher = flusher
-    history._after_update.append(flusher)
-    return flusher
-
-
-def run_tag(run_id: str) -> int:
-    """A 62-bit number naming one History, the same on every rank."""
-    digest = hashlib.blake2b(str(run_id).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 2
-
-
-def agree_all_ranks(comm: Any, rank: int, all_ranks: bool | None, tag: int) -> bool:
-    """True when every rank is in finalize (then collectives are safe).
-
-    Rank 0 sends every rank a probe with a fresh nonce, collects the
-    acknowledgements that echo it until its deadline, and sends every rank
-    its decision, tagged with the same nonce. Everyone obeys that decision,
-    so no two ranks can disagree. Messages left over from an earlier
-    finalize (rank 0 went alone; or another History whose communicator's
-    context MPI reused) carry another nonce or ``tag`` and are discarded.
-    ``all_ranks``: True waits up to ``EZPZ_FINALIZE_TIMEOUT`` s (300), False
-    decides "rank 0 alone" at once, None waits ``EZPZ_FINALIZE_WAIT`` s (5).
-    """
-    timeout = _env_float(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)
-    if rank == 0:
-        if all_ranks is False:
-            wait = 0.0
-        else:
-            wait = timeout if all_ranks else _env_float(WAIT_ENV, DEFAULT_WAIT_S)
-        return _decide(comm, wait, tag)
-    return _follow(comm, timeout, tag)
-
-
-def _send(comm: Any, values: list[int], dest: int, msg_tag: int) -> Any:
-    mpi = _mpi()
-    buf = np.array(values, dtype=np.int64)
-    _KEEP_ALIVE.append(buf)  # must outlive a request freed before completion
-    return comm.Isend([buf, mpi.INT64_T], dest=dest, tag=msg_tag)
-
-
-def _recv(comm: Any, source: int, msg_tag: int, n: int) -> np.ndarray:
-    mpi = _mpi()
-    buf = np.zeros(n, dtype=np.int64)
-    comm.Recv([buf, mpi.INT64_T], source=source, tag=msg_tag)
-    return buf
-
-
-def _settle(reqs: list[Any], wait: bool) -> None:
-    """Complete sends whose receivers are known to be there; free the others."""
-    mpi = _mpi()
-    if wait:
-        mpi.Request.Waitall(reqs)
-        return
-    for req in reqs:  # a rank that never comes never matches these
-        if not req.Test():
-            req.Free()
-
-
-def _decide(comm: Any, wait: float, tag: int) -> bool:
-    mpi = _mpi()
-    size = comm.Get_size()
-    nonce = secrets.randbits(62)
-    probes = [_send(comm, [nonce, tag], r, _TAG_PROBE) for r in range(1, size)]
-    acked: set[int] = set()
-    status = mpi.Status()
-    deadline = time.monotonic() + wait
-    while True:
-        while comm.Iprobe(source=mpi.ANY_SOURCE, tag=_TAG_ACK, status=status):
-            src = status.Get_source()
-            if _recv(comm, src, _TAG_ACK, 1)[0] == nonce:  # else: an old acknowledgement
-                acked.add(src)
-        if len(acked) == size - 1 or time.monotonic() >= deadline:
-            break
-        time.sleep(_POLL_S)
-    together = len(acked) == size - 1
-    decisions = [_send(comm, [nonce, int(together), tag], r, _TAG_DECISION) for r in range(1, size)]
-    _settle(probes + decisions, wait=together)
-    if not together:
-        logger.info(
-            "finalize: %d of %d other ranks joined within %.1fs; rank 0 writes ranks.h5 "
-            "alone (call finalize() on every rank for a complete file)",
-            len(acked),
-            size - 1,
-            wait,
-        )
-    return together
-
-
-def _follow(comm: Any, timeout: float, tag: int) -> bool:
-    deadline = time.monotonic() + timeout
-
-    def poll(msg_tag: int) -> bool:
-        while not comm.Iprobe(source=0, tag=msg_tag):
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(_POLL_S)
-        return True
-
-    while poll(_TAG_PROBE):
-        nonce, probe_tag = _recv(comm, 0, _TAG_PROBE, 2)
-        if probe_tag != tag:
-            continue  # another History's leftover
-        ack = _send(comm, [nonce], 0, _TAG_ACK)
-        while poll(_TAG_DECISION):
-            d_nonce, together, d_tag = _recv(comm, 0, _TAG_DECISION, 3)
-            if d_nonce == nonce and d_tag == tag:
-                break
-        else:
-            break  # timed out waiting for the decision
-        _settle([ack], wait=bool(together))
-        if together:
-            return True
-        # Rank 0 went alone: in this finalize (we are late) or in an earlier one
-        # whose messages we just drained. Rank 0 probes as soon as it enters a
-        # finalize, so a short grace period tells the two apart.
-        grace = time.monotonic() + _env_float(WAIT_ENV, DEFAULT_WAIT_S)
-        while not comm.Iprobe(source=0, tag=_TAG_PROBE):
-            if time.monotonic() >= min(grace, deadline):
-                return False
-            time.sleep(_POLL_S)
-    logger.warning("finalize: no word from rank 0 within %.0fs; not writing ranks.h5", timeout)
-    return False
-
-
-# Send buffers of requests freed before completion (a few bytes per finalize).
-_KEEP_ALIVE: list[np.ndarray] = []

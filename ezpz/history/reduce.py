@@ -1,8 +1,11 @@
 """Cross-rank statistics (mean, max, min, population std) of one step's scalars.
 
-The hot path is two buffer-based reductions, in flight together (two
-``Iallreduce``, one ``Waitall``), on float64 buffers whose layout every rank
-already agrees on (the *layout* is a tuple of keys):
+The hot path is two buffer-based reductions, in flight together, on float64
+buffers whose layout every rank already agrees on (the *layout* is a tuple of
+keys). Buffers, their views and the two requests are made once per layout:
+MPI-4 persistent collectives (``Allreduce_init``; a step is one ``Startall``
+and one ``Waitall``) where the MPI has them and no timeout is set, else two
+``Iallreduce`` and one wait (:meth:`Topology.pair`):
 
 * ``MAX`` over ``[mismatch, fp, -fp, nonfinite, partial, x_0..x_m, -x_0..-x_m]``:
   a rank sets ``mismatch`` when it logged a key outside the layout; ``fp`` is
@@ -36,13 +39,13 @@ import hashlib
 import json
 import logging
 import math
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from ezpz._env import env_flag, env_int
 from ezpz.history.collective_timeout import timeout_from_env
 from ezpz.history.hierarchy import Topology
 from ezpz.history.keys import STAT_SUFFIXES
@@ -72,10 +75,6 @@ _count_nonzero = np.count_nonzero
 # -- configuration --------------------------------------------------------------
 
 
-def _truthy(value: str | None) -> bool:
-    return value is not None and value.strip().lower() in {"1", "true", "yes", "on"}
-
-
 def statistics_enabled(distributed_history: bool | None, world_size: int) -> bool:
     """Whether History should reduce statistics across ranks.
 
@@ -85,7 +84,7 @@ def statistics_enabled(distributed_history: bool | None, world_size: int) -> boo
     """
     if world_size <= 1 or distributed_history is False:
         return False
-    return not any(_truthy(os.environ.get(name)) for name in OFF_ENVS)
+    return not any(env_flag(name) for name in OFF_ENVS)
 
 
 def _int_setting(value: int | None, env: str, default: int | None, minimum: int) -> int | None:
@@ -93,17 +92,7 @@ def _int_setting(value: int | None, env: str, default: int | None, minimum: int)
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
             raise ValueError(f"{env.lower()} must be an integer >= {minimum}, got {value!r}")
         return int(value)
-    raw = os.environ.get(env, "").strip()
-    if not raw:
-        return default
-    try:
-        parsed = int(raw)
-    except ValueError:
-        parsed = minimum - 1
-    if parsed < minimum:
-        log.warning("%s=%r is not an integer >= %d; using %s", env, raw, minimum, default)
-        return default
-    return parsed
+    return env_int(env, default, minimum=minimum)
 
 
 def _fingerprint(layout: tuple[str, ...]) -> float:
@@ -115,7 +104,7 @@ def _fingerprint(layout: tuple[str, ...]) -> float:
 # -- results --------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class ReduceResult:
     """Statistics of one step, identical on every rank.
 
@@ -129,6 +118,19 @@ class ReduceResult:
 
     keys: tuple[str, ...]
     stats: dict[str, np.ndarray] = field(default_factory=dict)
+    #: the stats as one ``[len(stats), len(keys)]`` array, rows in ``stats`` order,
+    #: when the reducer produced them that way (the common case); else None
+    block: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def flat_values(self) -> list[float]:
+        """Every statistic as one list: ``stats`` in order, each in ``keys`` order."""
+        if self.block is not None:
+            flat: list[float] = self.block.ravel().tolist()
+        elif self.stats:
+            flat = np.concatenate(list(self.stats.values())).tolist()
+        else:
+            flat = []
+        return flat
 
     def entries(self) -> dict[str, float]:
         """``{"<key>/<suffix>": value}`` for History, skipping not-applicable extras."""
@@ -186,7 +188,7 @@ class Reducer:
         from mpi4py import MPI
 
         self._MAX, self._SUM = MPI.MAX, MPI.SUM
-        self._allreduce_pair = self.topology.allreduce_pair
+        self._pair: Any = None
         self._set_layout(())
 
     # -- layout state (identical on every rank) ----------------------------------
@@ -203,6 +205,20 @@ class Reducer:
         self._sum_recv = np.empty(5 * m)
         self._sum_send[2 * m : 3 * m] = 1.0  # counts for a rank that logged every key
         self._sum_dirty = False
+        # Views into the receive buffers, made once per layout for _finish_fast.
+        self._s1, self._s2 = self._sum_recv[:m], self._sum_recv[m : 2 * m]
+        self._rxx = self._max_recv[_H:].reshape(2, m)
+        self._max_header = self._max_recv[:_H]
+        self._inv_vec = np.full(m, self._inv_size)
+        self._keep_vec = np.full(m, self._keep_factor)
+        self._signs2 = np.repeat(_SIGNS, m, axis=1)
+        # The two reductions of a step over these buffers (persistent where MPI has them).
+        if self._pair is not None:
+            self.topology.free_pair(self._pair)
+        self._pair = self.topology.pair(
+            (self._max_send, self._max_recv, self._MAX),
+            (self._sum_send, self._sum_recv, self._SUM),
+        )
         fp = _fingerprint(layout)
         self._max_send[1], self._max_send[2] = fp, -fp
         # Shift = predicted mean: the last mean, or for keys where that missed
@@ -297,16 +313,17 @@ class Reducer:
         if values.shape[0] != len(keys):
             raise ValueError(f"{len(keys)} keys but {values.shape[0]} values")
         x, finite = self._exchange(keys, values, step)
-        mr = self._max_recv
+        # The MAX header as Python floats (one call): mismatch, fp, -fp, nonfinite, partial.
+        mismatch, fp, neg_fp, nonfinite, partial = self._max_header.tolist()
         # A key outside the layout on some rank (or, as a guard, ranks whose
         # layouts differ): agree on the union and reduce again.
-        if mr[0] > 0.0 or mr[1] != -mr[2]:
+        if mismatch > 0.0 or fp != -neg_fp:
             self._agree_layout(keys, step)
             x, finite = self._exchange(keys, values, step)
-            mr = self._max_recv
+            mismatch, fp, neg_fp, nonfinite, partial = self._max_header.tolist()
         if not self._layout:
             return ReduceResult((), {s: np.empty(0) for s in STAT_SUFFIXES})
-        if mr[3] == 0.0 and mr[4] == 0.0 and not self._extrema_pos.size:
+        if nonfinite == 0.0 and partial == 0.0 and not self._extrema_pos.size:
             return self._finish_fast(x, step)
         return self._finish(x, finite, step)
 
@@ -315,35 +332,34 @@ class Reducer:
     ) -> tuple[np.ndarray, Any]:
         """Pack this rank's values and run the MAX + SUM pair into the recv buffers."""
         x, finite = self._pack(values, self._positions_of(keys))
-        self._allreduce_pair(
-            (self._max_send, self._max_recv, self._MAX),
-            (self._sum_send, self._sum_recv, self._SUM),
-            step=step,
-            what="MAX+SUM",
-        )
+        self._pair(step, "MAX+SUM")
         return x, finite
 
     def _finish_fast(self, x: np.ndarray, step: int | None) -> ReduceResult:
-        """Every rank logged every layout key, all finite: ~10 small numpy ops."""
+        """Every rank logged every layout key, all finite: ~10 small numpy ops.
+
+        The four statistics are written into one fresh ``[4, m]`` block (rows
+        mean, max, min, std), so callers get them as one list with one call.
+        """
         m = len(self._layout)
-        sr = self._sum_recv
-        s1, s2 = sr[:m], sr[m : 2 * m]
-        q = s1 * self._inv_size
-        mean = q + self._shift
+        # Array-array ops only: a Python float operand costs more than an array.
+        block = np.empty((4, m))
+        mean, xmax, xmin, std = block[0], block[1], block[2], block[3]
+        s1, s2, inv = self._s1, self._s2, self._inv_vec
+        q = s1 * inv
+        np.add(q, self._shift, out=mean)
         t = s1 * q
         # M2 = S2 - t lost too many digits when t > (1 - factor) * S2.
-        ill = t > s2 * self._keep_factor
-        m2 = s2 - t
-        mr = self._max_recv
-        xmax = mr[_H : _H + m].copy()
-        xmin = np.negative(mr[_H + m :])
+        ill = t > s2 * self._keep_vec
+        m2 = np.subtract(s2, t, out=t)
+        np.multiply(self._rxx, self._signs2, out=block[1:3])  # rows x, -x -> max, min
         if _count_nonzero(ill):
-            std = self._fix_ill(
+            std[:] = self._fix_ill(
                 ill, x, True, mean, m2, s1.copy(), s2.copy(), self._size_f, xmax, xmin, step
             )
         else:  # m2 >= factor * S2 >= 0 here
-            m2 *= self._inv_size
-            std = np.sqrt(m2, out=m2)
+            np.multiply(m2, inv, out=m2)
+            np.sqrt(m2, out=std)
         # Next step's shift; a key's own mean unless it moves like a counter.
         if self._lin_any:
             self._next_shift(mean, None)
@@ -351,7 +367,9 @@ class Reducer:
             self._prev = self._last
             self._last = self._shift = mean
         mean.flags.writeable = False
-        return ReduceResult(self._layout, {"mean": mean, "max": xmax, "min": xmin, "std": std})
+        return ReduceResult(
+            self._layout, {"mean": mean, "max": xmax, "min": xmin, "std": std}, block
+        )
 
     def _finish(self, x: np.ndarray, finite: Any, step: int | None) -> ReduceResult:
         """General case: partial key sets, non-finite values, rank extrema."""
@@ -435,7 +453,8 @@ class Reducer:
                 self._lin_mask[idx] = lin_err < np.abs(mean[idx] - last)
             self._lin_any = bool(self._lin_mask.any())
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.sqrt(np.maximum(m2, 0.0) / nfin)
+            std: np.ndarray = np.sqrt(np.maximum(m2, 0.0) / nfin)
+        return std
 
     def _next_shift(self, mean: np.ndarray, present: np.ndarray | None) -> None:
         """Predict next step's mean per key from this step's (agreed) results."""
@@ -527,7 +546,8 @@ class Reducer:
 
     def _logged(self, pos: np.ndarray) -> np.ndarray:
         m = len(self._layout)
-        return self._sum_send[2 * m : 3 * m][pos] > 0
+        logged: np.ndarray = self._sum_send[2 * m : 3 * m][pos] > 0
+        return logged
 
     # -- slow path ---------------------------------------------------------------
 
@@ -547,6 +567,29 @@ class Reducer:
             log.debug("step %s: ranks logged different keys; layout now %d keys", step, len(layout))
         self._set_layout(layout, old)
 
+    def make_interruptible(self) -> None:
+        """Poll collectives instead of blocking inside MPI (no deadline).
+
+        A rank blocked in ``MPI_Allreduce`` cannot run a Python signal handler
+        until the other ranks arrive; with handlers installed
+        (ezpz.history.signals) every rank must be able to save its values on
+        SIGTERM, so History calls this. Balanced ranks finish within the
+        first millisecond of spinning; a rank waiting longer sleeps at most
+        0.2 ms between polls.
+        """
+        if self.timeout is not None:
+            return  # polled already (EZPZ_COLLECTIVE_TIMEOUT)
+        self.timeout = math.inf
+        topology = self.topology
+        topology.timeout = math.inf
+        # Drop the blocking fast paths Topology bound for "no timeout".
+        topology.__dict__.pop("allreduce", None)
+        topology.__dict__.pop("allreduce_pair", None)
+        self._allreduce_pair = topology.allreduce_pair
+
     def close(self) -> None:
-        """Free the communicators the reducer created (not ``comm``)."""
+        """Free the requests and communicators the reducer created (not ``comm``)."""
+        if self._pair is not None:
+            self.topology.free_pair(self._pair)
+            self._pair = None
         self.topology.free()

@@ -6,10 +6,14 @@ after warmup), output files, every PNG linked by a path relative to the
 report, and the terminal plots inline. Only numpy is needed; the datasets
 come in already built.
 
-Secrets: an environment variable, metadata or config entry whose *name*
-contains KEY, TOKEN, SECRET, PASSWORD, PASSWD or CREDENTIAL is never written
-(its value shows as ``<redacted>``), URLs lose their ``user:password@`` part,
-and only an allow-list of environment variables is reported at all.
+Secrets: the one policy of :mod:`ezpz._redact` (docs/reliability.md, "Redaction policy"). An environment
+variable, metadata or config entry, or a command-line option, whose *name*
+looks like a secret (``api_key``, ``hf_token``, ``db_password``...) is never
+written (its value shows as ``<redacted>``), URLs lose their
+``user:password@`` part (``***@``), and only an allow-list of environment
+variables is reported at all. ``EZPZ_LOG_SECRETS=1`` lets config and
+metadata values through; environment variables and the command line are
+always scrubbed.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from urllib.parse import quote
 
 import numpy as np
 
+from ezpz._files import atomic_write_text
+from ezpz._redact import REDACTED, is_secret_key, mask_url, redact_config
 from ezpz.plot import group_dirname, metric_layout, warmup_start
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,9 +44,6 @@ __all__ = ["is_secret_name", "metric_summary", "redact", "write_report"]
 
 logger = logging.getLogger(__name__)
 
-REDACTED = "<redacted>"
-_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
-_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
 #: environment variables worth a line in the report: exact names, then prefixes
 _ENV_NAMES = (
     "WANDB_MODE",
@@ -66,26 +69,19 @@ _ENV_NAMES = (
 _ENV_PREFIXES = ("EZPZ_",)
 
 
-def is_secret_name(name: str) -> bool:
-    """Whether a variable or config key name looks like it holds a credential."""
-    return bool(_SECRET_NAME.search(name))
-
-
-def _scrub_text(text: str) -> str:
-    return _URL_USERINFO.sub(r"\g<scheme><redacted>@", text)
+#: kept for callers of the earlier name; the rule is :func:`ezpz._redact.is_secret_key`
+is_secret_name = is_secret_key
 
 
 def redact(value: Any, name: str = "") -> Any:
-    """``value`` with credentials removed: secret-named entries (at any depth) and URL userinfo."""
-    if name and is_secret_name(name):
-        return REDACTED
-    if isinstance(value, Mapping):
-        return {str(k): redact(v, str(k)) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [redact(v) for v in value]
-    if isinstance(value, str):
-        return _scrub_text(value)
-    return value
+    """``value`` with credentials removed (secret-named entries at any depth, URL userinfo).
+
+    The report's view of :func:`ezpz._redact.redact_config`; ``name`` is the
+    key ``value`` sits under (a secret name redacts the whole value).
+    """
+    if name and is_secret_key(name):
+        return redact_config({name: value})[name]
+    return redact_config(value)
 
 
 def _scrub_argv(argv: Iterable[str]) -> list[str]:
@@ -98,17 +94,17 @@ def _scrub_argv(argv: Iterable[str]) -> list[str]:
             hide_next = False
             continue
         flag, eq, _ = arg.partition("=")
-        if flag.startswith("-") and is_secret_name(flag):
+        if flag.startswith("-") and is_secret_key(flag):
             if eq:
                 out.append(f"{flag}={REDACTED}")
             else:
                 out.append(arg)
                 hide_next = True
             continue
-        if eq and is_secret_name(flag):  # key=value style (hydra and friends)
+        if eq and is_secret_key(flag):  # key=value style (hydra and friends)
             out.append(f"{flag}={REDACTED}")
             continue
-        out.append(_scrub_text(arg))
+        out.append(mask_url(arg))
     return out
 
 
@@ -138,7 +134,7 @@ def _environment() -> dict[str, str]:
 
 def _env_vars() -> dict[str, str]:
     names = [n for n in os.environ if n in _ENV_NAMES or n.startswith(_ENV_PREFIXES)]
-    return {n: _scrub_text(os.environ[n]) for n in sorted(names) if not is_secret_name(n)}
+    return {n: mask_url(os.environ[n]) for n in sorted(names) if not is_secret_key(n)}
 
 
 def _fmt(value: Any) -> str:
@@ -244,17 +240,31 @@ def _fence(text: str) -> str:
     return "`" * max(3, longest + 1)
 
 
-def _output_files(outdir: Path) -> list[str]:
-    """Links to the data files finalize left in outdir (only those that exist now)."""
-    patterns = ("*.h5", "metrics.jsonl", "metrics.csv", "training_history.csv", "config.json")
+#: data files the report links when they are in outdir (the csv backend's included)
+OUTPUT_PATTERNS = (
+    "*.h5",
+    "metrics.jsonl",
+    "metrics.csv",
+    "training_history.csv",
+    "training_history_*.csv",
+    "config.json",
+)
+
+
+def _output_files(outdir: Path, pending: Iterable[str | os.PathLike[str]] = ()) -> list[str]:
+    """Links to the data files in outdir, then ``pending`` ones written after the report."""
     found: list[Path] = []
-    for pattern in patterns:
+    for pattern in OUTPUT_PATTERNS:
         found += sorted(p for p in outdir.glob(pattern) if p.is_file())
     found += sorted(p for p in outdir.glob("*-rank0.jsonl") if p.exists())
     lines = []
     for path in dict.fromkeys(found):
         size = path.stat().st_size
         lines.append(f"- [{path.name}]({_link(path, outdir)}) ({size:,} bytes)")
+    for name in dict.fromkeys(pending):
+        path = outdir / name
+        if path not in found:
+            lines.append(f"- [{path.name}]({_link(path, outdir)}) (written after this report)")
     return lines
 
 
@@ -267,13 +277,22 @@ def write_report(
     mplots: dict[str, list[Path]],
     tplots: dict[str, list[Path]],
     warmup: float,
+    environment: Mapping[str, Any] | None = None,
+    segments: str | None = None,
+    pending_files: Iterable[str | os.PathLike[str]] = (),
 ) -> Path:
     """Write ``{outdir}/report.md`` (replacing any earlier one) and return its path.
 
     ``meta``: run facts to list (run_id, run_name, world_size, ...);
+    ``environment``: extra rows for the environment table (``finalize(env_info=...)``;
+    nested sections become ``section: key`` rows; secret-named entries redacted);
     ``datasets``: ``{group: Dataset}`` (``""`` = unprefixed group);
     ``mplots`` / ``tplots``: ``{group: [paths]}`` as returned by the plot
-    modules; ``warmup``: fraction < 1 or count >= 1 dropped before statistics.
+    modules; ``warmup``: fraction < 1 or count >= 1 dropped before statistics;
+    ``segments``: a markdown table of the jobs the run spanned
+    (:func:`ezpz.history.resume.segments_markdown`); ``pending_files``: names
+    in outdir written after the report (the csv backend's
+    ``training_history*.csv``), listed under Files too.
     """
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -285,8 +304,17 @@ def write_report(
     lines += (
         _table(["field", "value"], [[k, v] for k, v in meta.items()]) if meta else ["_no metadata_"]
     )
+    if segments:
+        lines += ["", "## Segments", "", segments.rstrip("\n")]
     lines += ["", "## Environment", ""]
-    lines += _table(["field", "value"], [[k, v] for k, v in _environment().items()])
+    env_rows = [[k, v] for k, v in _environment().items()]
+    if environment:
+        for key, value in redact(dict(environment)).items():  # redacted before flattening
+            if isinstance(value, Mapping):
+                env_rows += [[f"{key}: {k}", v] for k, v in value.items()]
+            else:
+                env_rows.append([str(key), value])
+    lines += _table(["field", "value"], env_rows)
     env_vars = _env_vars()
     if env_vars:
         lines += ["", "Environment variables (credentials never shown):", ""]
@@ -303,7 +331,7 @@ def write_report(
     for group, ds in datasets.items():
         lines += _metrics_section(group, ds, warmup)
 
-    files = _output_files(outdir)
+    files = _output_files(outdir, pending_files)
     if files:
         lines += ["## Files", "", *files, ""]
 
@@ -337,8 +365,7 @@ def write_report(
             lines += ["</details>", ""]
 
     report = outdir / "report.md"
-    tmp = outdir / f".report.md.{os.getpid()}.tmp"
-    tmp.write_text("\n".join(lines).rstrip("\n") + "\n", encoding="utf-8")
-    os.replace(tmp, report)  # a re-run replaces the report whole, never half-written
+    # a re-run replaces the report whole, never half-written
+    atomic_write_text(report, "\n".join(lines).rstrip("\n") + "\n")
     logger.debug("wrote %s", report)
     return report

@@ -62,10 +62,17 @@ class StopWatch:
         iter: the step passed to ``tracker.log`` (``None``: the tracker's own step).
         commit: passed to ``tracker.log``; ``False`` (default) lets W&B merge
             the timing into the step's next committed row.
+        prefix: ezpz 0.26's W&B key for the nested ``data`` dict; kept as
+            ``.prefix`` for code that reads it. The tracker gets the flat key
+            ``wbtag`` instead (JSONL, csv and MLflow cannot hold a nested dict);
+            see ``docs/migrating.md``.
         log_output: ``False`` skips the log line (the tracker still gets it).
         level: logging level of the line (default ``logging.INFO``).
 
-    After the block, ``elapsed`` holds the seconds. As a decorator
+    After the block, ``elapsed`` holds the seconds and, with ``wbtag``,
+    ``data`` is ``{"<wbtag>/dt": seconds, "<wbtag>/iter": iter}`` (the
+    ``/iter`` entry only when ``iter`` is given; ``/dt`` is None until the
+    block ends), as ezpz 0.26 filled it. As a decorator
     (``@StopWatch("step")``) every call is timed on its own, so recursion
     and threads are safe. An exception inside the block propagates; its
     time is logged (marked as failed) but not sent to the tracker.
@@ -77,11 +84,18 @@ class StopWatch:
         wbtag: str | None = None,
         iter: int | None = None,  # the documented keyword (shadows the builtin)
         commit: bool = False,
-        *,
+        prefix: str = "StopWatch/",
         log_output: bool = True,
+        *,
         level: int = logging.INFO,
     ) -> None:
         self.msg = msg
+        self.prefix = prefix
+        self.data: dict[str, Any] = {}
+        if wbtag is not None:
+            self.data[f"{wbtag}/dt"] = None
+            if iter is not None:
+                self.data[f"{wbtag}/iter"] = iter
         self.wbtag = wbtag
         self.iter = iter
         self.commit = commit
@@ -105,8 +119,10 @@ class StopWatch:
             return
         elapsed = self.elapsed = time.perf_counter() - self.start
         failed = exc_type is not None
+        if self.wbtag is not None and not failed:
+            self.data[f"{self.wbtag}/dt"] = elapsed
         if self.log_output:
-            if failed:
+            if exc_type is not None:
                 logger.log(
                     self.level, "%s took %.6f s (raised %s)", self.msg, elapsed, exc_type.__name__
                 )
@@ -134,6 +150,7 @@ class StopWatch:
                 wbtag=self.wbtag,
                 iter=self.iter,
                 commit=self.commit,
+                prefix=self.prefix,
                 log_output=self.log_output,
                 level=self.level,
             )
@@ -142,6 +159,7 @@ class StopWatch:
                     return func(*args, **kwargs)
             finally:
                 self.elapsed = watch.elapsed  # the latest call, for inspection
+                self.data = watch.data
 
         return timed  # type: ignore[return-value]
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -134,7 +134,7 @@ class ScalarCanvas:
 
         mean, lo, hi, std = col("mean"), col("min"), col("max"), col("std")
         drawn: list[np.ndarray] = []  # every y drawn, for the y limits
-        handles = []
+        handles: list[Any] = []
         if lo is not None and hi is not None:
             band = band_envelope(x, lo, hi, MAX_POINTS)
             poly = ax.fill_between(band.x, band.lo, band.hi, color="C1", alpha=0.25, lw=0)
@@ -258,11 +258,13 @@ def plot_group(
     group: str,
     warmup: float = 0.0,
     num_chains: int = 128,
+    title: str | None = None,
 ) -> list[Path]:
     """Write one PNG per metric of ``ds`` under ``{outdir}/plots/mplot/{group or "history"}/``.
 
     ``warmup`` (fraction < 1 or count >= 1) leading draws are left out;
-    vector metrics draw at most ``num_chains`` chains. PNGs left in that
+    vector metrics draw at most ``num_chains`` chains; ``title`` goes above
+    every figure (ezpz 0.26's ``plot_all(title=...)``). PNGs left in that
     directory by an earlier run that this run does not produce are removed,
     so a re-run into the same outdir leaves exactly this run's plots.
     Returns the written paths, in metric order.
@@ -290,9 +292,13 @@ def plot_group(
                     plot_vector(
                         fig, ds, metric, group=group, start=start, x=x, num_chains=num_chains
                     )
+                    if title:
+                        fig.suptitle(f"{title}: {fig.get_suptitle()}", fontsize=11)
                 else:
                     if canvas is None:
                         canvas = ScalarCanvas()
+                        if title:
+                            canvas.fig.suptitle(title, fontsize=12)
                     canvas.draw(ds, metric, group=group, start=start, x=x)
                     fig = canvas.fig
                 fig.savefig(path, dpi=DPI)

@@ -17,13 +17,13 @@ the kind of the per-metric and per-statistic plots (``line`` default, ``hist``).
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ezpz._env import env_str
 from ezpz.plot import (
     STATS,
     Metric,
@@ -65,7 +65,7 @@ def _warn_once(message: str, *args: object) -> None:
 
 def tplot_marker() -> str:
     """Marker for line plots from ``EZPZ_TPLOT_MARKER``; unknown ones fall back to braille."""
-    name = os.environ.get("EZPZ_TPLOT_MARKER", "").strip() or DEFAULT_MARKER
+    name = env_str("EZPZ_TPLOT_MARKER", DEFAULT_MARKER)
     # plotext would draw any longer string as a text label at every point, so
     # only its named codes and single characters count as markers.
     if name in _marker_codes() or len(name) == 1:
@@ -87,7 +87,7 @@ def _marker_codes() -> set[str]:
 
 def tplot_type() -> str:
     """Plot kind from ``EZPZ_TPLOT_TYPE`` (``line`` or ``hist``); anything else means line."""
-    kind = os.environ.get("EZPZ_TPLOT_TYPE", "").strip().lower() or "line"
+    kind = env_str("EZPZ_TPLOT_TYPE", "line").lower()
     if kind in ("histogram", "histo"):
         kind = "hist"
     if kind not in PLOT_TYPES:
@@ -119,25 +119,39 @@ def _finite_xy(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def render_lines(
-    title: str, series: list[tuple[np.ndarray, np.ndarray, str]], *, xlabel: str = "step"
+    title: str,
+    series: list[tuple[np.ndarray, np.ndarray, str]]
+    | list[tuple[np.ndarray, np.ndarray, str, str]],
+    *,
+    xlabel: str = "step",
+    ylabel: str | None = None,
+    connect: bool = True,
 ) -> str:
-    """A line chart of ``(x, y, marker)`` series as plain text; ``y`` NaN/inf are skipped."""
+    """A line chart of ``(x, y, marker[, label])`` series as plain text; ``y`` NaN/inf are skipped.
+
+    ``connect=False`` draws points only (a scatter plot); a series' optional
+    fourth item labels it in a legend.
+    """
     drawn = []
-    for x, y, marker in series:
+    for x, y, marker, *label in series:
         xd, yd = decimate(np.asarray(x), np.asarray(y, dtype=np.float64), MAX_POINTS)
         xd, yd = _finite_xy(xd, yd)
         if xd.size:
-            drawn.append((xd, yd, marker))
+            drawn.append((xd, yd, marker, label[0] if label else None))
     if not drawn:
         return f"{title}: no finite values to plot\n"
     fig = _figure()
-    for xd, yd, marker in drawn:
+    for xd, yd, marker, name in drawn:
         signal = fig.signal(xd.astype(np.float64).tolist(), yd.tolist(), marker=marker)
-        if marker in _HIGH_RES and xd.size > 1:
+        if connect and marker in _HIGH_RES and xd.size > 1:
             signal.lines()  # high-resolution markers draw a continuous line
+        if name:
+            signal.label(name)
         fig.draw(signal)
     fig.title(title)
     fig.label(xlabel)
+    if ylabel:
+        fig.label(ylabel, axis="y")
     return _text(fig)
 
 
@@ -210,19 +224,39 @@ def _metric_plots(
     return plots
 
 
-def plot_group(ds: xr.Dataset, outdir: Path, *, group: str, warmup: float = 0.0) -> list[Path]:
+def plot_group(
+    ds: xr.Dataset,
+    outdir: Path,
+    *,
+    group: str,
+    warmup: float = 0.0,
+    plot_type: str | None = None,
+    append: bool = False,
+) -> list[Path]:
     """Write the terminal plots of every metric of ``ds`` under ``{outdir}/plots/tplot/{group}/``.
 
-    ``warmup`` (fraction < 1 or count >= 1) leading draws are left out. Text
-    files left there by an earlier run that this run does not produce are
-    removed. Returns the written paths, grouped by metric.
+    ``warmup`` (fraction < 1 or count >= 1) leading draws are left out.
+    ``plot_type`` (``line``/``hist``) overrides ``EZPZ_TPLOT_TYPE``. Text files
+    left there by an earlier run that this run does not produce are removed;
+    with ``append=True`` new plots are appended to existing files and nothing
+    is removed (ezpz 0.26's ``append_tplot``). Returns the written paths,
+    grouped by metric.
     """
     plot_dir = Path(outdir) / "plots" / "tplot" / group_dirname(group)
     plot_dir.mkdir(parents=True, exist_ok=True)
     x = _x_values(ds)
     start = warmup_start(x.size, warmup)
     x = x[start:]
-    marker, kind = tplot_marker(), tplot_type()
+    marker = tplot_marker()
+    kind = None
+    if plot_type is not None:
+        kind = plot_type.strip().lower()
+        kind = {"histogram": "hist", "histo": "hist"}.get(kind, kind)
+        if kind not in PLOT_TYPES:
+            _warn_once("tplot type %r is not one of %s; using EZPZ_TPLOT_TYPE", kind, PLOT_TYPES)
+            kind = None
+    if kind is None:
+        kind = tplot_type()
 
     written: list[Path] = []
     taken: set[str] = set()
@@ -238,11 +272,13 @@ def plot_group(ds: xr.Dataset, outdir: Path, *, group: str, warmup: float = 0.0)
             for suffix, text in plots:
                 name = f"{metric.base}/{suffix}" if suffix else metric.base
                 path = plot_dir / f"{unique_stem(name, taken)}.txt"
-                path.write_text(text, encoding="utf-8")
+                with open(path, "a" if append else "w", encoding="utf-8") as fh:
+                    fh.write(text)
                 written.append(path)
     finally:
         _figure()  # leave plotext's global figure empty for the user's own plots
 
-    remove_stale(plot_dir, written, "*.txt")
+    if not append:
+        remove_stale(plot_dir, written, "*.txt")
     logger.debug("wrote %d terminal plots to %s", len(written), plot_dir)
     return written

@@ -26,9 +26,12 @@ from ezpz.tracker.select import (
 )
 
 __all__ = [
+    "CSVBackend",
     "ENTRY_POINT_GROUP",
     "FinishReport",
     "LaneReport",
+    "MLflowBackend",
+    "MlflowBackend",
     "NullTracker",
     "Tracker",
     "TrackerBackend",
@@ -38,26 +41,39 @@ __all__ = [
     "register_backend",
     "resolve_tracker",
     "setup_mlflow",
+    "setup_tracker",
     "setup_wandb",
     "unregister_backend",
+    "WandbBackend",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ezpz.tracker.mlflow_backend import setup_mlflow
-    from ezpz.tracker.wandb_backend import setup_wandb
+    from ezpz.tracker.compat import setup_tracker
+    from ezpz.tracker.csv_backend import CSVBackend
+    from ezpz.tracker.mlflow_backend import MlflowBackend, setup_mlflow
+    from ezpz.tracker.mlflow_backend import MlflowBackend as MLflowBackend
+    from ezpz.tracker.wandb_backend import WandbBackend, setup_wandb
 
+# name -> (module, attribute); backend classes load their module (not wandb/mlflow) on use
 _LAZY = {
-    "setup_wandb": "ezpz.tracker.wandb_backend",
-    "setup_mlflow": "ezpz.tracker.mlflow_backend",
+    "setup_wandb": ("ezpz.tracker.wandb_backend", "setup_wandb"),
+    "setup_mlflow": ("ezpz.tracker.mlflow_backend", "setup_mlflow"),
+    "setup_tracker": ("ezpz.tracker.compat", "setup_tracker"),
+    # ezpz 0.26 names of the built-in backends
+    "CSVBackend": ("ezpz.tracker.csv_backend", "CSVBackend"),
+    "WandbBackend": ("ezpz.tracker.wandb_backend", "WandbBackend"),
+    "MlflowBackend": ("ezpz.tracker.mlflow_backend", "MlflowBackend"),
+    "MLflowBackend": ("ezpz.tracker.mlflow_backend", "MlflowBackend"),
 }
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
+    target = _LAZY.get(name)
+    if target is None:
         raise AttributeError(f"module 'ezpz.tracker' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(module), name)
+    module, attr = target
+    value = getattr(importlib.import_module(module), attr)
     globals()[name] = value
     return value

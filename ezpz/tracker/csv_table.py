@@ -19,11 +19,28 @@ Layout of the file::
   is atomic. Header room doubles, so rewrites are O(log(header length)) for
   the whole run: appending stays O(row), not O(file).
 
-An existing file is continued (a restarted job appends), never truncated.
+An existing file is continued (a restarted job appends). Its last line is
+kept only when complete: a row without its newline (cut by something outside
+ezpz's control) is removed before appending, never completed into a valid
+looking row.
+
+**Full disk.** A row is one ``pwrite``. When it is short or fails (``ENOSPC``,
+``EFBIG`` from ``RLIMIT_FSIZE``, ``EDQUOT``), the file is truncated back to
+the end of the last complete row and :class:`CsvWriteError` is raised; the
+table then refuses further rows. Every row in the file is always whole.
+
+**Spreadsheet formulas.** A string cell or header cell whose text starts
+with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a leading
+``'`` (the usual rule against formula injection), and one that starts with
+``'`` followed by such a character gets another ``'``, so the original is
+recovered by dropping one leading ``'`` (:func:`unneutralize`). Numbers
+(``-0.5``, also as strings) are left as they are. Only csv files do this;
+every other output keeps keys and values as they are.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import mmap
@@ -35,10 +52,51 @@ from typing import Any
 _MIN_HEADER_ROOM = 256
 _PAGE = mmap.PAGESIZE
 _NEEDS_QUOTES = frozenset(',"\n\r')
+#: first characters a spreadsheet reads as the start of a formula
+FORMULA_CHARS = frozenset("=+-@\t\r")
+
+
+class CsvWriteError(OSError):
+    """A row could not be written whole (disk full, file size limit).
+
+    The file then ends at the last whole row.
+    """
+
+
+def _is_numeric_text(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def neutralize(text: str) -> str:
+    """``text`` safe as a spreadsheet cell: a leading ``'`` before a formula character.
+
+    ``"=1+1"`` -> ``"'=1+1"``; ``"'=x"`` -> ``"''=x"`` (so the rule reverses);
+    numbers such as ``"-0.5"`` and other text are unchanged.
+    """
+    first = text.lstrip("'")[:1]
+    if first and first in FORMULA_CHARS and not _is_numeric_text(text):
+        return "'" + text
+    return text
+
+
+def unneutralize(text: str) -> str:
+    """The original of a :func:`neutralize`-d cell (one leading ``'`` dropped when it was added)."""
+    first = text.lstrip("'")[:1]
+    if text.startswith("'") and first and first in FORMULA_CHARS:
+        return text[1:]
+    return text
 
 
 def csv_field(value: Any) -> str:
-    """One CSV cell: floats round-trip (``nan``/``inf`` spelled as pandas reads them)."""
+    """One CSV cell: floats round-trip (``nan``/``inf`` spelled as pandas reads them).
+
+    Text that a spreadsheet would run as a formula gets a leading ``'``
+    (:func:`neutralize`).
+    """
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -53,9 +111,9 @@ def csv_field(value: Any) -> str:
         text = json.dumps([_jsonable(v) for v in value])
     else:
         try:
-            text = repr(float(value)) if _is_number(value) else str(value)
+            text = repr(float(value)) if _is_number(value) else neutralize(str(value))
         except (TypeError, ValueError):
-            text = str(value)
+            text = neutralize(str(value))
     if any(ch in _NEEDS_QUOTES for ch in text):
         return '"' + text.replace('"', '""') + '"'
     return text
@@ -86,6 +144,8 @@ class GrowingCsv:
         self._header_room = 0  # bytes from 0 to the first row: text + padding newlines
         self._end = 0  # where the next row goes
         self.rewrites = 0  # how many times the file was rewritten (for tests/benchmarks)
+        self.failed: str | None = None  # set when a row could not be written whole
+        self.dropped_tail = 0  # bytes of an incomplete last row removed on resume
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._cleanup_temp()
         if self.path.exists() and self.path.stat().st_size > 0:
@@ -112,13 +172,41 @@ class GrowingCsv:
             if i > last:
                 last = i
         line = (",".join(cells[: last + 1]) + "\n").encode()
-        self._write_at(line, self._end)
+        self._append_line(line)
+
+    def _append_line(self, line: bytes) -> None:
+        """One ``pwrite`` of a whole row; on a short or failed write, cut back and raise."""
+        if self.failed is not None:
+            raise CsvWriteError(errno.EIO, f"{self.path}: no more rows after: {self.failed}")
+        assert self._fd is not None
+        try:
+            written = os.pwrite(self._fd, line, self._end)
+        except OSError as exc:
+            self._cut_back(exc)
+            raise CsvWriteError(exc.errno, f"{self.path}: row not written: {exc.strerror}") from exc
+        if written != len(line):
+            err = CsvWriteError(
+                errno.ENOSPC,
+                f"{self.path}: short write ({written} of {len(line)} bytes): disk full "
+                "or file size limit",
+            )
+            self._cut_back(err)
+            raise err
         self._end += len(line)
 
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+    def _cut_back(self, exc: BaseException) -> None:
+        """Remove the bytes of a partly written row (shrinking works on a full disk)."""
+        self.failed = str(exc)
+        try:
+            if self._fd is not None:
+                os.ftruncate(self._fd, self._end)
+        except OSError:  # nothing more we can do
+            pass
 
     # -- header --------------------------------------------------------------
     def _add_columns(self, names: Sequence[str]) -> None:
@@ -149,9 +237,9 @@ class GrowingCsv:
         text = self._header_text(columns)
         room = len(text) + max(_MIN_HEADER_ROOM, len(text))
         tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # umask applies
         try:
-            os.write(fd, text + b"\n" * (room - len(text)))
+            _write_all(fd, text + b"\n" * (room - len(text)))
             if self._fd is not None:
                 self._copy_rows(self._fd, fd)
             os.fsync(fd)
@@ -175,7 +263,7 @@ class GrowingCsv:
             chunk = os.pread(src, min(1 << 20, end - offset), offset)
             if not chunk:
                 break
-            os.write(dst, chunk)
+            _write_all(dst, chunk)
             offset += len(chunk)
 
     def _resume(self) -> None:
@@ -199,12 +287,32 @@ class GrowingCsv:
             room += 1
         columns = next(csv.reader([head[:newline].decode()]), [])
         self._header_len, self._header_room = newline, room
-        self._register(columns)
+        self._register([unneutralize(c) for c in columns])
         self._end = size
-        if size and os.pread(self._fd, 1, size - 1) != b"\n":
-            # A row cut by something outside our control: end it so the next row is whole.
-            self._write_at(b"\n", size)
-            self._end += 1
+        if size > room and os.pread(self._fd, 1, size - 1) != b"\n":
+            if room > newline + 1:
+                # Our own file (padding after the header): every row we write
+                # ends in a newline, so this one was cut (a full disk, a crash
+                # of the machine). Remove it: completing it would make a torn
+                # row look valid, with a wrong last value.
+                self._end = self._last_newline(room, size) + 1
+                self.dropped_tail = size - self._end
+                os.ftruncate(self._fd, self._end)
+            else:  # a foreign csv whose last row merely lacks its newline: end it
+                self._write_at(b"\n", size)
+                self._end += 1
+
+    def _last_newline(self, start: int, size: int) -> int:
+        """Offset of the last newline in ``[start, size)``; ``start - 1`` when there is none."""
+        assert self._fd is not None
+        end = size
+        while end > start:
+            begin = max(start, end - (1 << 16))
+            i = os.pread(self._fd, end - begin, begin).rfind(b"\n")
+            if i >= 0:
+                return begin + i
+            end = begin
+        return start - 1
 
     def _cleanup_temp(self) -> None:
         for stale in self.path.parent.glob(f".{self.path.name}.tmp-*"):
@@ -222,6 +330,16 @@ class GrowingCsv:
             written = os.pwrite(self._fd, view, offset)
             view = view[written:]
             offset += written
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until all of ``data`` is written; a full disk raises (ENOSPC/EFBIG)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(errno.ENOSPC, "no progress writing")
+        view = view[written:]
 
 
 def _pid_alive(pid: int) -> bool:

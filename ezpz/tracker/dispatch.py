@@ -30,9 +30,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ezpz._redact import protect_logger
 from ezpz.tracker.base import TrackerBackend
 
 logger = logging.getLogger(__name__)
+protect_logger(logger)  # URL credentials and tokens never reach the log
 
 _LOG = "log"
 _FINISH = "finish"

@@ -9,28 +9,16 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from ezpz._env import env_float, env_int
+from ezpz._redact import protect_logger, redact_config
 from ezpz.tracker.base import TrackerBackend
 from ezpz.tracker.dispatch import FinishReport, Lane
 
 logger = logging.getLogger(__name__)
+protect_logger(logger)  # URL credentials and tokens never reach the log
 
 DEFAULT_QUEUE_SIZE = 1024
 DEFAULT_FINISH_TIMEOUT = 60.0
-
-
-def _env_number(name: str, default: float, cast: type = float) -> Any:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return cast(default)
-    try:
-        value = cast(raw)
-    except ValueError:
-        logger.warning("%s=%r is not a number; using %s", name, raw, default)
-        return cast(default)
-    if value <= 0:
-        logger.warning("%s=%r must be positive; using %s", name, raw, default)
-        return cast(default)
-    return value
 
 
 class Tracker:
@@ -56,12 +44,12 @@ class Tracker:
         self.queue_size = (
             int(queue_size)
             if queue_size is not None
-            else _env_number("EZPZ_TRACKER_QUEUE_SIZE", DEFAULT_QUEUE_SIZE, int)
+            else env_int("EZPZ_TRACKER_QUEUE_SIZE", DEFAULT_QUEUE_SIZE, minimum=1)
         )
         self.finish_timeout = (
             float(finish_timeout)
             if finish_timeout is not None
-            else _env_number("EZPZ_TRACKER_FINISH_TIMEOUT", DEFAULT_FINISH_TIMEOUT)
+            else env_float("EZPZ_TRACKER_FINISH_TIMEOUT", DEFAULT_FINISH_TIMEOUT, minimum=0.001)
         )
         # Names asked for, including those not built here (other ranks, failed starts).
         self.requested: tuple[str, ...] = tuple(requested)
@@ -129,9 +117,24 @@ class Tracker:
             lane.put_call(method, *args, **kwargs)
 
     def log_config(self, config: Mapping[str, Any]) -> None:
-        self._fan_out("log_config", dict(config))
+        # every backend, custom ones included, gets secrets redacted (ezpz._redact)
+        self._fan_out("log_config", redact_config(dict(config)))
 
-    def log_table(self, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    def log_table(
+        self,
+        key: str,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]] | None = None,
+        *,
+        data: Sequence[Sequence[Any]] | None = None,
+    ) -> None:
+        """A table: ``columns`` and its rows (``data=`` is ezpz 0.26's name for ``rows``)."""
+        if data is not None:
+            if rows is not None:
+                raise TypeError("log_table() takes rows or data=, not both")
+            rows = data
+        if rows is None:
+            raise TypeError("log_table() needs the table's rows (rows or data=)")
         self._fan_out("log_table", key, list(columns), [list(row) for row in rows])
 
     def log_image(self, key: str, path: str | os.PathLike[str], caption: str | None = None) -> None:
@@ -146,6 +149,11 @@ class Tracker:
     def set_outdir(self, outdir: str | os.PathLike[str]) -> None:
         """Redirect file backends (csv) to ``outdir``; ordered after earlier calls."""
         self._fan_out("set_outdir", os.fspath(outdir))
+
+    def supersede(self, step: int) -> None:
+        """A resumed run logs ``step`` again: each backend replaces or skips its rows from
+        ``step`` on (see :meth:`TrackerBackend.supersede`); ordered after earlier calls."""
+        self._fan_out("supersede", step)
 
     # -- draining ------------------------------------------------------------
     def flush(self, timeout: float | None = None) -> bool:
@@ -176,6 +184,12 @@ class Tracker:
         if not report.ok:
             logger.warning("tracker finish: %s", report)
         return report
+
+    def interrupt(self, timeout: float | None = None) -> FinishReport:
+        """Shutdown on a signal: mark every backend interrupted, then :meth:`finish`."""
+        if self._report is None:
+            self._fan_out("mark_interrupted")
+        return self.finish(timeout=timeout)
 
     @property
     def finished(self) -> bool:

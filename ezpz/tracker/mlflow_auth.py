@@ -27,7 +27,9 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-logger = logging.getLogger(__name__)
+from ezpz._redact import protect_logger, redact_text
+
+logger = protect_logger(logging.getLogger(__name__))
 
 API_KEY_VAR = "AMSC_API_KEY"
 API_KEY_HEADER = "X-API-Key"
@@ -87,13 +89,15 @@ def auth_headers(env: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def redact(text: str, env: Mapping[str, str] | None = None) -> str:
-    """``text`` with the value of every secret variable replaced by ``***``."""
+    """``text`` with every secret variable's value and URL credentials replaced by ``***``."""
     env = os.environ if env is None else env
     for name in SECRET_VARS:
         value = env.get(name, "")
         if len(value) >= 4 and value in text:
             text = text.replace(value, "***")
-    return text
+    # URL credentials (MLFLOW_TRACKING_URI=http://user:pass@host) and any
+    # other secret-named variable: the shared rule of ezpz._redact.
+    return redact_text(text, env)
 
 
 def scoped_headers() -> dict[str, str]:
@@ -120,7 +124,7 @@ except ImportError:  # pragma: no cover - mlflow absent: the class is never regi
     _ProviderBase = object  # type: ignore[assignment,misc]
 
 
-class ScopedHeaderProvider(_ProviderBase):  # type: ignore[misc,valid-type]
+class ScopedHeaderProvider(_ProviderBase):
     """MLflow request-header plugin: the headers of the current :func:`request_scope`.
 
     Registered through the ``mlflow.request_header_provider`` entry point, or

@@ -34,7 +34,10 @@ from collections.abc import Mapping, Sequence
 from itertools import islice
 from typing import Any
 
+from ezpz._env import env_flag, env_int
+from ezpz._redact import mask_url, protect_logger, redact_config
 from ezpz.tracker.base import TrackerBackend
+from ezpz.tracker.csv_table import neutralize
 from ezpz.tracker.mlflow_auth import (
     auth_headers,
     ensure_provider_registered,
@@ -45,7 +48,8 @@ from ezpz.tracker.mlflow_auth import (
 from ezpz.tracker.project_name import mlflow_experiment
 from ezpz.tracker.sysinfo import system_info
 
-logger = logging.getLogger(__name__)
+# every message of this module passes the secret filter (URL credentials, tokens)
+logger = protect_logger(logging.getLogger(__name__))
 
 STAT_SUFFIXES = ("mean", "max", "min", "std")
 MAX_METRICS_PER_REQUEST = 1000  # MLflow's log_batch limit
@@ -115,10 +119,19 @@ def _is_permanent(exc: BaseException) -> bool:
         return False
 
 
-def _truthy(value: str | None) -> bool | None:
-    if value is None or not value.strip():
-        return None
-    return value.strip().lower() in ("1", "true", "yes", "on")
+LOCAL_STORE_DB = "mlflow.db"
+LOCAL_STORE_ARTIFACTS = "mlartifacts"
+
+
+def local_store(outdir: str | os.PathLike[str]) -> tuple[str, str]:
+    """``(tracking URI, artifact location)`` of the local store under ``outdir``.
+
+    Used when no tracking URI is configured: ``sqlite:///{outdir}/mlflow.db``
+    and ``{outdir}/mlartifacts`` (absolute paths, so a later ``chdir`` is harmless).
+    """
+    base = os.path.abspath(os.fspath(outdir))
+    os.makedirs(base, exist_ok=True)  # sqlite creates the file, not its directory
+    return f"sqlite:///{base}/{LOCAL_STORE_DB}", os.path.join(base, LOCAL_STORE_ARTIFACTS)
 
 
 class MlflowBackend(TrackerBackend):
@@ -152,6 +165,9 @@ class MlflowBackend(TrackerBackend):
         tags: Mapping[str, str] | None = None,
         system_metrics: bool | None = None,
         max_pending: int | None = None,
+        ezpz_run_id: str | None = None,
+        resumed: bool = False,
+        resume_step: int | None = None,
         **kwargs: Any,
     ) -> None:
         if rank is None or world_size is None:
@@ -163,6 +179,11 @@ class MlflowBackend(TrackerBackend):
         self.enabled = self.rank == 0
         self._run_id: str | None = run_id
         self._finished = False
+        self.ezpz_run_id = ezpz_run_id
+        self._resumed = bool(resumed)
+        # A resumed run: steps up to the last recorded one were sent by an earlier job.
+        self._resume_step = resume_step if resumed else None
+        self._end_status = "FINISHED"
         if not self.enabled:
             return
 
@@ -180,6 +201,19 @@ class MlflowBackend(TrackerBackend):
         if run_id is None and standalone is not None:
             run_id = self._run_id = standalone.run_id
             tracking_uri = tracking_uri or standalone.tracking_uri
+        # No tracking URI anywhere (argument, MLFLOW_TRACKING_URI, set_tracking_uri):
+        # a local store under the run's outdir, never MLflow's ./mlflow.db in the cwd.
+        self._artifact_location: str | None = None
+        if tracking_uri is None and outdir is not None:
+            from mlflow.tracking import is_tracking_uri_set
+
+            if not is_tracking_uri_set():
+                tracking_uri, self._artifact_location = local_store(outdir)
+                logger.info(
+                    "mlflow: no MLFLOW_TRACKING_URI; runs are stored in %s (artifacts in %s)",
+                    tracking_uri,
+                    self._artifact_location,
+                )
         self.tracking_uri: str = tracking_uri or mlflow.get_tracking_uri()
         self.experiment_name = mlflow_experiment(project_name)
         self.run_name = run_name
@@ -189,9 +223,8 @@ class MlflowBackend(TrackerBackend):
         self._client: Any = None
         self._lock = threading.RLock()
         self._step = 0
-        env_pending = os.environ.get("EZPZ_MLFLOW_MAX_PENDING", "")
         self.max_pending = int(
-            max_pending or (env_pending if env_pending.isdigit() else DEFAULT_MAX_PENDING)
+            max_pending or env_int("EZPZ_MLFLOW_MAX_PENDING", DEFAULT_MAX_PENDING, minimum=1)
         )
         self._pending: deque[Any] = deque()
         self._pending_params: dict[str, str] = {}
@@ -204,13 +237,12 @@ class MlflowBackend(TrackerBackend):
         self._spool_dir: str | None = None
         self._monitor: Any = None
         if system_metrics is None:
-            env_choice = _truthy(os.environ.get("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING"))
-            system_metrics = True if env_choice is None else env_choice
+            system_metrics = env_flag("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", True)
         self._system_metrics = bool(system_metrics)
 
         self._queue_params(
             flatten_params(system_info(world_size=self.world_size), "ezpz")
-            if run_id is None
+            if run_id is None and not self._resumed
             else {}
         )
         if config:
@@ -240,6 +272,16 @@ class MlflowBackend(TrackerBackend):
     def log(self, metrics: Mapping[str, Any], step: int | None = None, commit: bool = True) -> None:
         if not self.enabled or self._finished:
             return
+        if self._resume_step is not None and step is not None and step <= self._resume_step:
+            self._warn_once(
+                "resume",
+                "the resumed run logs step %d again (an earlier job logged up to step %d); "
+                "MLflow keeps the first values, so repeated steps are not sent (the JSONL "
+                "and the ezpz outputs hold the new ones)",
+                step,
+                self._resume_step,
+            )
+            return
         if step is None:
             step = self._step
             if commit:
@@ -252,7 +294,8 @@ class MlflowBackend(TrackerBackend):
     def log_config(self, config: Mapping[str, Any]) -> None:
         if not self.enabled or self._finished:
             return
-        self._queue_params(flatten_params(config, "config"))
+        # secrets redacted at any depth (ezpz._redact; docs/reliability.md) before flattening
+        self._queue_params(flatten_params(redact_config(dict(config)), "config"))
         if self._client is not None:  # only once the run is being used
             self._flush()
 
@@ -263,8 +306,16 @@ class MlflowBackend(TrackerBackend):
         self._flush()
 
     def log_image(self, key: str, path: str, caption: str | None = None) -> None:
+        """The image as an artifact under ``plots/``: key ``plots/train/loss`` -> ``plots/train/``.
+
+        A key that already starts with ``plots/`` (finalize's) is not prefixed
+        again; any other key's folder goes under ``plots/`` (``samples/x`` ->
+        ``plots/samples/``).
+        """
         folder = posixpath.dirname(mlflow_name(key))
-        self.log_artifact(path, posixpath.join("plots", folder) if folder else "plots")
+        if folder != "plots" and not folder.startswith("plots/"):
+            folder = posixpath.join("plots", folder) if folder else "plots"
+        self.log_artifact(path, folder)
 
     def log_table(self, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         if not self.enabled or self._finished:
@@ -277,15 +328,16 @@ class MlflowBackend(TrackerBackend):
         path = os.path.join(folder, f"{posixpath.basename(name)}.csv")
         with open(path, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
-            writer.writerow(columns)
-            writer.writerows(rows)
+            # a csv file: cells a spreadsheet would run as formulas get a leading '
+            writer.writerow([neutralize(str(c)) for c in columns])
+            writer.writerows([neutralize(v) if isinstance(v, str) else v for v in r] for r in rows)
         parent = posixpath.dirname(name)
         self.log_artifact(path, posixpath.join("tables", parent) if parent else "tables")
 
     def watch(self, model: Any, **kwargs: Any) -> None:
         """MLflow has no gradient watching; nothing to do."""
 
-    def set_outdir(self, outdir: str) -> None:
+    def set_outdir(self, outdir: str | os.PathLike[str]) -> None:
         """Nothing to move: this backend writes no files of its own in ``outdir``."""
 
     def finish(self) -> None:
@@ -299,7 +351,7 @@ class MlflowBackend(TrackerBackend):
             if delivered and self._run_id is not None and self._client is not None:
                 try:
                     with request_scope(self._headers):
-                        self.client.set_terminated(self._run_id, "FINISHED")
+                        self.client.set_terminated(self._run_id, self._end_status)
                 except Exception as exc:
                     self._warn_once("terminate", "could not mark the run finished: %s", exc)
             left = len(self._pending), len(self._pending_params), len(self._pending_artifacts)
@@ -313,8 +365,13 @@ class MlflowBackend(TrackerBackend):
             )
         if self._spool_dir is not None:
             shutil.rmtree(self._spool_dir, ignore_errors=True)
-        if _standalone_backend() is not None and _standalone_backend().run_id == self._run_id:
+        standalone = _standalone_backend()
+        if standalone is not None and standalone.run_id == self._run_id:
             _set_standalone(None)
+
+    def mark_interrupted(self) -> None:
+        """A signal ended the run: :meth:`finish` marks it KILLED instead of FINISHED."""
+        self._end_status = "KILLED"
 
     # -- queueing ---------------------------------------------------------
     def _queue_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
@@ -394,7 +451,7 @@ class MlflowBackend(TrackerBackend):
             logger.warning(
                 "mlflow: cannot reach %s (%s); keeping metrics (%d pending) and retrying "
                 "with back-off",
-                self.tracking_uri,
+                mask_url(self.tracking_uri),
                 redact(f"{type(exc).__name__}: {exc}")[:500],
                 len(self._pending),
             )
@@ -408,23 +465,55 @@ class MlflowBackend(TrackerBackend):
             experiment_id = experiment.experiment_id
         else:
             try:
-                experiment_id = client.create_experiment(self.experiment_name)
+                experiment_id = client.create_experiment(
+                    self.experiment_name, artifact_location=self._artifact_location
+                )
             except Exception:  # another process created it first
                 experiment = client.get_experiment_by_name(self.experiment_name)
                 if experiment is None:
                     raise
                 experiment_id = experiment.experiment_id
+        if self.ezpz_run_id is not None and self._reattach(client, experiment_id):
+            return
         tags = {
             "mlflow.source.name": os.path.basename(sys.argv[0] or "") or "ezpz",
             "mlflow.source.type": "LOCAL",
             "ezpz.world_size": str(self.world_size),
             **self._tags,
         }
+        if self.ezpz_run_id is not None:
+            tags["ezpz.run_id"] = self.ezpz_run_id
         run = client.create_run(experiment_id, run_name=self.run_name, tags=tags)
         self._run_id = run.info.run_id
         logger.info("mlflow: run %s in experiment %r", self._run_id, self.experiment_name)
         if self._system_metrics:
             self._start_monitor()
+
+    def _reattach(self, client: Any, experiment_id: str) -> bool:
+        """Continue the run tagged ``ezpz.run_id`` (a resumed ezpz run); False if none."""
+        if not self._resumed:
+            return False
+        found = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`ezpz.run_id` = '{self.ezpz_run_id}'",
+            max_results=1,
+            order_by=["attributes.start_time DESC"],
+        )
+        if not found:
+            return False
+        run = found[0]
+        self._run_id = run.info.run_id
+        if run.info.status != "RUNNING":  # interrupted (KILLED) earlier: running again now
+            client.update_run(self._run_id, status="RUNNING")
+        logger.info(
+            "mlflow: continuing run %s (ezpz run %s, was %s)",
+            self._run_id,
+            self.ezpz_run_id,
+            run.info.status,
+        )
+        if self._system_metrics:
+            self._start_monitor()
+        return True
 
     def _send_params(self) -> None:
         from mlflow.entities import Param
@@ -510,16 +599,16 @@ def _scoped_monitor_class() -> Any:
 
         class ScopedSystemMetricsMonitor(SystemMetricsMonitor):
             def __init__(self, *args: Any, headers: Mapping[str, str], **kwargs: Any) -> None:
-                super().__init__(*args, **kwargs)
+                super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
                 self._ezpz_headers = dict(headers)
 
             def monitor(self) -> None:
                 with request_scope(self._ezpz_headers):
-                    super().monitor()
+                    super().monitor()  # type: ignore[no-untyped-call]
 
             def finish(self) -> None:
                 with request_scope(self._ezpz_headers):
-                    super().finish()
+                    super().finish()  # type: ignore[no-untyped-call]
 
         _monitor_class = ScopedSystemMetricsMonitor
     return _monitor_class

@@ -1,4 +1,4 @@
-"""Names for the W&B project and the MLflow experiment (spec section 7).
+"""Names for the W&B project and the MLflow experiment (docs/backends.md).
 
 W&B project: argument > ``WB_PROJECT`` > ``WANDB_PROJECT`` > ``WB_PROJECT_NAME``
 > derived from the script. MLflow experiment: argument >

@@ -54,9 +54,20 @@ def register_backend(name: str, cls: type[TrackerBackend]) -> None:
         raise TypeError(
             f"register_backend({name!r}, ...) needs a TrackerBackend subclass, got {cls!r}"
         )
+    _check_complete(cls, name)
     if key in BUILTIN_BACKENDS:
         logger.warning("register_backend(%r) replaces the built-in %r backend", name, key)
     _registered[key] = cls
+
+
+def _check_complete(cls: type[TrackerBackend], name: str) -> None:
+    """A backend class that leaves an abstract method unimplemented is refused here."""
+    missing = sorted(getattr(cls, "__abstractmethods__", ()))
+    if missing:
+        raise TypeError(
+            f"tracker backend {name!r} ({cls.__qualname__}) does not implement "
+            f"{', '.join(missing)}: every TrackerBackend needs log, log_config and finish"
+        )
 
 
 def unregister_backend(name: str) -> None:
@@ -122,4 +133,5 @@ def load_backend_class(name: str) -> type[TrackerBackend]:
         raise TypeError(
             f"tracker backend {name!r} resolves to {cls!r}, not a TrackerBackend subclass"
         )
+    _check_complete(cls, name)
     return cls

@@ -13,25 +13,23 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ezpz._env import env_str
+from ezpz._redact import protect_logger, redact_config
 from ezpz.tracker import registry
 from ezpz.tracker.base import TrackerBackend
 from ezpz.tracker.fanout import Tracker
 from ezpz.tracker.null import NullTracker
+from ezpz.tracker.wandb_state import active_run as active_wandb_run
+from ezpz.tracker.wandb_state import wandb_disabled
 
 logger = logging.getLogger(__name__)
+protect_logger(logger)  # URL credentials and tokens never reach the log
 
 ENV_BACKENDS = "EZPZ_TRACKER_BACKENDS"
-_TRUE = {"1", "true", "yes", "on"}
-
-
-def wandb_disabled() -> bool:
-    """``WANDB_DISABLED`` set to a true value (1/true/yes/on)."""
-    return os.environ.get("WANDB_DISABLED", "").strip().lower() in _TRUE
 
 
 def parse_backend_names(spec: str | Sequence[str] | None) -> list[str]:
@@ -66,18 +64,6 @@ def parse_backend_names(spec: str | Sequence[str] | None) -> list[str]:
     return names
 
 
-def active_wandb_run() -> Any | None:
-    """The live ``wandb.run``, without importing wandb when the program did not."""
-    wandb = sys.modules.get("wandb")
-    run = getattr(wandb, "run", None) if wandb is not None else None
-    # wandb's stand-ins for "no run" (disabled mode, before init) do not count.
-    if run is None or type(run).__name__ in ("NoopRun", "RunDisabled", "PreInitObject"):
-        return None
-    if getattr(run, "disabled", False) is True:
-        return None
-    return run
-
-
 def _accepted_kwargs(cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
     """The subset of ``kwargs`` that ``cls.__init__`` accepts."""
     try:
@@ -94,11 +80,31 @@ def _accepted_kwargs(cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if k in names}
 
 
-def create_backend(name: str, **kwargs: Any) -> TrackerBackend | None:
-    """Build backend ``name``; on failure log why and return None (training goes on)."""
+def _named_parameters(cls: type) -> set[str]:
+    try:
+        params = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):
+        return set()
+    return {
+        p.name
+        for p in params
+        if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    }
+
+
+def create_backend(
+    name: str, *, identity: Mapping[str, Any] | None = None, **kwargs: Any
+) -> TrackerBackend | None:
+    """Build backend ``name``; on failure log why and return None (training goes on).
+
+    ``identity`` (``ezpz_run_id``, ``run_name``, ``resumed``, ``resume_step``)
+    goes only to constructors that name those parameters explicitly.
+    """
     try:
         cls = registry.load_backend_class(name)
-        backend = cls(**_accepted_kwargs(cls, kwargs))
+        named = _named_parameters(cls) if identity else set()
+        extra = {k: v for k, v in (identity or {}).items() if k in named}
+        backend = cls(**_accepted_kwargs(cls, kwargs), **extra)
     except Exception as exc:
         logger.error(
             "tracker backend %r could not be started (%s: %s); the run continues without it",
@@ -126,8 +132,13 @@ def resolve_tracker(
     outdir: str | os.PathLike[str] | None = None,
     rank: int = 0,
     world_size: int = 1,
+    identity: Mapping[str, Any] | None = None,
 ) -> Tracker:
-    """The Tracker a History uses; call it on every rank (see module doc)."""
+    """The Tracker a History uses; call it on every rank (see module doc).
+
+    ``identity``: the run's ``ezpz_run_id``, ``run_name``, ``resumed`` and
+    ``resume_step``, for the backends that take them (wandb, mlflow).
+    """
     if tracker is not None:
         if isinstance(tracker, TrackerBackend):  # a lone backend: wrap it
             tracker = Tracker([tracker]) if rank == 0 else Tracker()
@@ -143,7 +154,7 @@ def resolve_tracker(
     if backends is not None:
         names, source = parse_backend_names(backends), f"backends={backends!r}"
     else:
-        env = os.environ.get(ENV_BACKENDS, "")
+        env = env_str(ENV_BACKENDS, "")
         names, source = parse_backend_names(env), f"{ENV_BACKENDS}={env!r}"
         explicit_none = env.strip().lower() == registry.NONE_NAME
         adopt_run = None if explicit_none or wandb_disabled() else active_wandb_run()
@@ -168,7 +179,8 @@ def resolve_tracker(
 
     common: dict[str, Any] = {
         "project_name": project_name,
-        "config": dict(config) if config else None,
+        # secrets redacted for every backend, custom ones included (ezpz._redact)
+        "config": redact_config(dict(config)) if config else None,
         "outdir": outdir,
         "rank": rank,
         "world_size": world_size,
@@ -176,7 +188,7 @@ def resolve_tracker(
     built = Tracker(requested=names)
     for name in names:
         extra = {"run": adopt_run} if name == "wandb" and adopt_run is not None else {}
-        backend = create_backend(name, **common, **extra)
+        backend = create_backend(name, identity=identity, **common, **extra)
         if backend is not None:
             built.add_backend(backend, name=name)
     if config:

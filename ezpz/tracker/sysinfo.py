@@ -72,6 +72,57 @@ def job_info(env: dict[str, str] | None = None) -> dict[str, Any]:
     return info
 
 
+def device_kind() -> str:
+    """``cuda``, ``xpu``, ``mps`` or ``cpu`` as torch sees it; ``unknown`` when torch
+    has not been imported (importing it here would cost seconds)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return "unknown"
+    try:
+        if torch.cuda.is_available():
+            return "cuda"
+        xpu = getattr(torch, "xpu", None)
+        if xpu is not None and xpu.is_available():
+            return "xpu"
+        mps = getattr(getattr(torch, "backends", None), "mps", None)
+        if mps is not None and mps.is_available():
+            return "mps"
+    except Exception:  # a broken accelerator runtime: say what torch can still do
+        pass
+    return "cpu"
+
+
+def git_branch(start: str | os.PathLike[str] | None = None) -> str | None:
+    """The branch checked out in the git work tree around ``start`` (default: cwd).
+
+    Read from ``.git/HEAD`` (no ``git`` subprocess); a detached HEAD gives
+    its commit's first 12 hex digits; None outside a work tree.
+    """
+    path = os.path.abspath(start if start is not None else os.getcwd())
+    while True:
+        dot_git = os.path.join(path, ".git")
+        try:
+            if os.path.isfile(dot_git):  # worktrees and submodules: "gitdir: <path>"
+                with open(dot_git, encoding="utf-8") as fh:
+                    line = fh.readline().strip()
+                if line.startswith("gitdir:"):
+                    dot_git = os.path.join(path, line.partition(":")[2].strip())
+            head = os.path.join(dot_git, "HEAD")
+            if os.path.isfile(head):
+                with open(head, encoding="utf-8") as fh:
+                    text = fh.read(256).strip()
+                if text.startswith("ref:"):
+                    ref = text.partition(":")[2].strip()
+                    return ref.removeprefix("refs/heads/")
+                return text[:12] or None
+        except OSError:
+            return None
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path = parent
+
+
 def system_info(world_size: int | None = None, rank: int | None = None) -> dict[str, Any]:
     """A flat dict of facts about this run, safe to log as config or params."""
     from ezpz._version import __version__
@@ -85,6 +136,10 @@ def system_info(world_size: int | None = None, rank: int | None = None) -> dict[
     torch_version = package_version("torch")
     if torch_version is not None:
         info["torch_version"] = torch_version
+    info["device"] = device_kind()
+    branch = git_branch()
+    if branch:
+        info["git_branch"] = branch
     if world_size is not None:
         info["world_size"] = int(world_size)
     if rank is not None:

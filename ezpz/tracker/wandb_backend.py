@@ -8,6 +8,11 @@ not import wandb at all. ``WANDB_DISABLED=1`` turns the backend into a logged
 no-op. When an online run cannot start (no API key, no network), the run is
 started offline instead, with a warning, so nothing is lost: upload it later
 with ``wandb sync``.
+
+Updates that share a step become one wandb row, whatever their order (a
+train update then an eval update at the same step, or the reverse): the
+newest step's row is held, merged into, and sent committed when a later step
+arrives or at :meth:`WandbBackend.finish` (issue 12 item 17).
 """
 
 from __future__ import annotations
@@ -18,19 +23,17 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ezpz._redact import protect_logger, redact_config
 from ezpz.tracker.base import TrackerBackend
 from ezpz.tracker.project_name import wandb_project
 from ezpz.tracker.sysinfo import system_info
+from ezpz.tracker.wandb_state import active_run as active_run
+from ezpz.tracker.wandb_state import wandb_disabled as wandb_disabled
 
 logger = logging.getLogger(__name__)
+protect_logger(logger)  # URL credentials and tokens never reach the log
 
 _ARTIFACT_BAD_CHARS = re.compile(r"[^\w.\-]")
-
-
-def wandb_disabled(env: Mapping[str, str] | None = None) -> bool:
-    """True when ``WANDB_DISABLED`` is set to a true value (1, true, yes, on)."""
-    env = os.environ if env is None else env
-    return env.get("WANDB_DISABLED", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _import_wandb() -> Any:
@@ -42,19 +45,6 @@ def _import_wandb() -> Any:
             "(or pip install 'ezpz-history[wandb]')"
         ) from exc
     return wandb
-
-
-def _is_noop_run(run: Any) -> bool:
-    return type(run).__name__ in ("NoopRun", "RunDisabled", "PreInitObject")
-
-
-def active_run() -> Any | None:
-    """The user's ``wandb.run`` when wandb is imported and a real run is active."""
-    import sys
-
-    wandb = sys.modules.get("wandb")
-    run = getattr(wandb, "run", None) if wandb is not None else None
-    return None if run is None or _is_noop_run(run) else run
 
 
 def start_run(
@@ -70,7 +60,7 @@ def start_run(
     """
     wandb = _import_wandb()
     kwargs: dict[str, Any] = {"project": wandb_project(project_name), **init_kwargs}
-    config = dict(kwargs.pop("config", None) or {})
+    config = redact_config(dict(kwargs.pop("config", None) or {}))
     config.setdefault("ezpz", system_info(world_size=world_size))
     kwargs["config"] = config
     if outdir and "dir" not in kwargs and not os.environ.get("WANDB_DIR"):
@@ -119,6 +109,10 @@ class WandbBackend(TrackerBackend):
         world_size: int | None = None,
         *,
         run: Any | None = None,
+        ezpz_run_id: str | None = None,
+        run_name: str | None = None,
+        resumed: bool = False,
+        resume_step: int | None = None,
         **init_kwargs: Any,
     ) -> None:
         if rank is None or world_size is None:
@@ -130,6 +124,20 @@ class WandbBackend(TrackerBackend):
         self.run: Any = None
         self.owns_run = False
         self._last_step: int | None = None
+        # Updates that share a step reach wandb as one row: the row of the
+        # newest step is held and sent when the step changes (or at
+        # finish), whatever order the updates of that step came in.
+        self._row: dict[str, Any] = {}
+        self._row_step: int | None = None
+        # A resumed run: steps up to the last recorded one were sent by an earlier job.
+        self._resume_step = resume_step if resumed else None
+        self._exit_code = 0
+        # One run identity: the wandb run id is ezpz's run id, resumed by a restarted job.
+        if ezpz_run_id is not None and "id" not in init_kwargs:
+            init_kwargs["id"] = ezpz_run_id
+            init_kwargs.setdefault("resume", "allow")
+        if run_name is not None:
+            init_kwargs.setdefault("name", run_name)
         self._warned: set[str] = set()
         if self.rank != 0:
             return
@@ -159,6 +167,16 @@ class WandbBackend(TrackerBackend):
         if self.run is None:
             return
         if step is not None:
+            if self._resume_step is not None and step <= self._resume_step:
+                self._warn_once(
+                    "resume",
+                    "wandb: the resumed run logs step %d again (an earlier job logged up to "
+                    "step %d); wandb keeps the first values, so repeated steps are not sent "
+                    "(the JSONL and the ezpz outputs hold the new ones)",
+                    step,
+                    self._resume_step,
+                )
+                return
             if self._last_step is not None and step < self._last_step:
                 # wandb would drop it with a warning per call; say it once.
                 self._warn_once(
@@ -169,22 +187,46 @@ class WandbBackend(TrackerBackend):
                     self._last_step,
                 )
                 return
+            if step == self._row_step:  # another update of the same step: one row
+                self._row.update(metrics)
+                return
             self._last_step = step
-        self.run.log(dict(metrics), step=step, commit=commit)
+            self._send_row()
+            self._row, self._row_step = dict(metrics), step
+            return
+        if self._row_step is not None:  # no step (a StopWatch): joins the held step's row
+            self._row.update(metrics)
+            return
+        self.run.log(dict(metrics), commit=commit)  # nothing held: wandb numbers it
+
+    def _send_row(self) -> None:
+        """Send the held row (every update of one step, merged) as one committed wandb row."""
+        if self._row_step is None or self.run is None:
+            return
+        row, step = self._row, self._row_step
+        self._row, self._row_step = {}, None
+        self.run.log(row, step=step, commit=True)
+
+    def _log_object(self, key: str, value: Any) -> None:
+        """A table or image: into the held row (same step) when there is one."""
+        if self._row_step is not None:
+            self._row[key] = value
+        else:
+            self.run.log({key: value})
 
     def log_config(self, config: Mapping[str, Any]) -> None:
         if self.run is not None:
-            self.run.config.update(dict(config), allow_val_change=True)
+            self.run.config.update(redact_config(dict(config)), allow_val_change=True)
 
     def log_table(self, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         if self.run is None:
             return
         table = self._wandb.Table(columns=list(columns), data=[list(row) for row in rows])
-        self.run.log({key: table})
+        self._log_object(key, table)
 
     def log_image(self, key: str, path: str, caption: str | None = None) -> None:
         if self.run is not None:
-            self.run.log({key: self._wandb.Image(path, caption=caption)})
+            self._log_object(key, self._wandb.Image(path, caption=caption))
 
     def log_artifact(self, path: str, name: str | None = None) -> None:
         if self.run is None:
@@ -201,14 +243,22 @@ class WandbBackend(TrackerBackend):
         if self.run is not None:
             self.run.watch(model, **kwargs)
 
-    def set_outdir(self, outdir: str) -> None:
+    def set_outdir(self, outdir: str | os.PathLike[str]) -> None:
         """Nothing to move: this backend writes no files of its own in ``outdir``."""
 
     def finish(self) -> None:
         """Finish the run ezpz started; a run adopted from the user stays open."""
+        self._send_row()
         run, self.run = self.run, None
         if run is not None and self.owns_run:
-            run.finish()
+            if self._exit_code:
+                run.finish(exit_code=self._exit_code)
+            else:
+                run.finish()
+
+    def mark_interrupted(self) -> None:
+        """A signal ended the run: it finishes with exit code 1 (shown as failed/crashed)."""
+        self._exit_code = 1
 
     def _warn_once(self, kind: str, message: str, *args: Any) -> None:
         if kind not in self._warned:
@@ -245,5 +295,5 @@ def setup_wandb(
     if rank != 0:
         return wandb.init(mode="disabled")
     if config:
-        init_kwargs["config"] = dict(config)
+        init_kwargs["config"] = redact_config(dict(config))
     return start_run(project_name, outdir=outdir, world_size=world_size, **init_kwargs)

@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
-from ezpz.history import History, ranks_h5
+from ezpz.history import History
 
 pytestmark = pytest.mark.mpi
 
@@ -35,9 +35,7 @@ def _shared_dir(tmp_path: Path) -> Path:
 def _history(shared: Path, monkeypatch, driver: str, every: int) -> History:
     monkeypatch.setenv("EZPZ_RANKS_H5_DRIVER", driver)
     monkeypatch.setenv("EZPZ_RANKS_FLUSH_EVERY", str(every))
-    hist = History(report_dir=shared / "hist", backends="none")
-    ranks_h5.attach(hist)  # idempotent: History wires it itself
-    return hist
+    return History(report_dir=shared / "hist", backends="none")
 
 
 def _log(hist: History, steps: int, *, extra_on_odd: bool = False) -> None:
@@ -66,7 +64,7 @@ def test_all_ranks_finalize_writes_every_row(tmp_path, monkeypatch, driver):
     hist = _history(shared, monkeypatch, driver, every=7)
     size = hist.world_size
     _log(hist, 25)
-    assert hist._ranks_flusher.driver == driver  # the path under test, not a silent fallback
+    assert hist._rank_flusher.driver == driver  # the path under test, not a silent fallback
     result = hist.finalize(outdir=shared / "out", plot=False, report=False)
     # every rank gets the datasets back; only rank 0 wrote files
     assert set(result) == {"train", "eval"} and result["train"].sizes["draw"] == 25
@@ -176,7 +174,7 @@ def test_finalize_twice_stays_complete(tmp_path, monkeypatch, driver):
 
 
 def test_history_wires_the_flush_hook(tmp_path, monkeypatch):
-    """Without an explicit attach(), update() flushes ranks' rows periodically."""
+    """update() flushes ranks' rows periodically (History owns the flusher)."""
     monkeypatch.setenv("EZPZ_RANKS_FLUSH_EVERY", "3")
     shared = _shared_dir(tmp_path)
     hist = History(report_dir=shared / "hist", backends="none")
@@ -194,14 +192,15 @@ def test_failed_flush_does_not_stop_training(tmp_path, monkeypatch, caplog):
     real_file = h5py.File
     failures = []
 
-    def flaky(path, *args, **kwargs):
-        if str(path).endswith("-ranks.h5") and not failures:
-            failures.append(path)
-            raise OSError("disk quota exceeded")
-        return real_file(path, *args, **kwargs)
+    class Flaky(real_file):  # a subclass: isinstance(x, h5py.File) keeps working
+        def __init__(self, path, *args, **kwargs):
+            if str(path).endswith("-ranks.h5") and not failures:
+                failures.append(path)
+                raise OSError("disk quota exceeded")
+            super().__init__(path, *args, **kwargs)
 
     if hist.rank == 0:
-        monkeypatch.setattr(h5py, "File", flaky)
+        monkeypatch.setattr(h5py, "File", Flaky)
     _log(hist, 6)  # flushes at update 3 (fails on rank 0), 6, ...
     if hist.rank == 0:
         assert failures and "periodic flush failed" in caplog.text
