@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TypeVar, overload
 
 __all__ = ["FALSY", "TRUTHY", "env_flag", "env_float", "env_int", "env_str"]
@@ -62,6 +62,33 @@ def env_flag(name: str, default: bool = False, *, env: Mapping[str, str] | None 
     return default
 
 
+def _env_number(
+    name: str,
+    default: object,
+    parse: Callable[[str], float],
+    what: str,
+    minimum: float | None,
+    env: Mapping[str, str] | None,
+) -> object:
+    """Shared body of :func:`env_int` / :func:`env_float`: parse, check, warn."""
+    raw = _raw(name, env)
+    if not raw:
+        return default
+    try:
+        value = parse(raw)
+    except ValueError:
+        _warn(name, raw, what, default)
+        return default
+    if (
+        value != value
+        or value in (float("inf"), float("-inf"))
+        or (minimum is not None and value < minimum)
+    ):
+        _warn(name, raw, what, default)
+        return default
+    return value
+
+
 @overload
 def env_int(
     name: str, default: int, *, minimum: int | None = None, env: Mapping[str, str] | None = None
@@ -82,19 +109,8 @@ def env_int(
     ``default`` may be None (meaning "not set"). A value such as ``"12.0"`` or
     ``"ten"`` is not an integer: warned about, ``default`` returned.
     """
-    raw = _raw(name, env)
-    if not raw:
-        return default
     what = "an integer" if minimum is None else f"an integer >= {minimum}"
-    try:
-        value = int(raw)
-    except ValueError:
-        _warn(name, raw, what, default)
-        return default
-    if minimum is not None and value < minimum:
-        _warn(name, raw, what, default)
-        return default
-    return value
+    return _env_number(name, default, int, what, minimum, env)
 
 
 @overload
@@ -120,22 +136,8 @@ def env_float(
 
     ``nan`` and ``inf`` are not accepted (warned about, ``default`` returned).
     """
-    raw = _raw(name, env)
-    if not raw:
-        return default
     what = "a number" if minimum is None else f"a number >= {minimum:g}"
-    try:
-        value = float(raw)
-    except ValueError:
-        _warn(name, raw, what, default)
-        return default
-    if value != value or value in (float("inf"), float("-inf")):
-        _warn(name, raw, what, default)
-        return default
-    if minimum is not None and value < minimum:
-        _warn(name, raw, what, default)
-        return default
-    return value
+    return _env_number(name, default, float, what, minimum, env)
 
 
 @overload

@@ -58,6 +58,20 @@ def _fsync_dir(directory: Path) -> None:
 
 
 @contextlib.contextmanager
+def _replace_or_remove(tmp: Path, dest: Path, fsync: bool) -> Iterator[None]:
+    """After the body fills ``tmp``, rename it over ``dest``; on any error remove it."""
+    try:
+        yield
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    if fsync:
+        _fsync_dir(dest.parent)
+
+
+@contextlib.contextmanager
 def atomic_path(dest: StrPath, *, fsync: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; on success it replaces ``dest``.
 
@@ -78,7 +92,7 @@ def atomic_path(dest: StrPath, *, fsync: bool = True) -> Iterator[Path]:
         mode = os.fstat(fd).st_mode & 0o7777
     finally:
         os.close(fd)
-    try:
+    with _replace_or_remove(tmp, dest, fsync):
         yield tmp
         if os.stat(tmp).st_mode & 0o7777 != mode:
             os.chmod(tmp, mode)
@@ -88,13 +102,6 @@ def atomic_path(dest: StrPath, *, fsync: bool = True) -> Iterator[Path]:
                 os.fsync(rfd)
             finally:
                 os.close(rfd)
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    if fsync:
-        _fsync_dir(dest.parent)
 
 
 def atomic_write_bytes(path: StrPath, data: bytes, *, fsync: bool = True) -> Path:
@@ -102,7 +109,7 @@ def atomic_write_bytes(path: StrPath, data: bytes, *, fsync: bool = True) -> Pat
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _create_temp(dest)
-    try:
+    with _replace_or_remove(tmp, dest, fsync):
         try:
             view = memoryview(data)
             while view:
@@ -111,13 +118,6 @@ def atomic_write_bytes(path: StrPath, data: bytes, *, fsync: bool = True) -> Pat
                 os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    if fsync:
-        _fsync_dir(dest.parent)
     return dest
 
 

@@ -14,6 +14,22 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.pop("EZPZ_TRACKER_BACKENDS", None)
 
 
+@pytest.fixture
+def wandb_dir(tmp_path, monkeypatch):
+    """wandb offline, writing under ``tmp_path``, with no project variable set."""
+    wandb = pytest.importorskip("wandb", reason="wandb is an optional dependency")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_DISABLED", raising=False)
+    for name in ("WB_PROJECT", "WANDB_PROJECT", "WB_PROJECT_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    # wandb reads its settings (WANDB_DIR, WANDB_MODE) once per process: reset them.
+    wandb.teardown()
+    yield tmp_path
+    wandb.teardown()
+
+
 def pytest_configure(config):
     # CI runs explore the same hypothesis examples every time: a red CI is then
     # reproducible; local runs keep exploring new examples.

@@ -7,13 +7,13 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from cli_runs import CLI, RUN_A, T0, write_run_a, write_run_b  # noqa: I001
 from mlflow_server import MlflowServer, free_port
+from wandb_log import read_records
 
 from ezpz.runs.records import read_log
 
@@ -265,19 +265,6 @@ def test_csv_sync(tmp_path):
     assert config["wandb_api_key"] == "<redacted>" and config["model"] == {"depth": 4}
 
 
-def _wandb_records(run_dir: Path) -> list[dict]:
-    (log_file,) = run_dir.glob("run-*.wandb")
-    wandb_cli = Path(sys.executable).with_name("wandb")
-    out = subprocess.run(
-        [str(wandb_cli), "leet", "inspect", "--json", str(log_file)],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    ).stdout
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
-
-
 def test_wandb_offline_sync(tmp_path):
     pytest.importorskip("wandb", reason="wandb is an optional dependency")
     path = write_run_a(tmp_path, steps=40)
@@ -286,7 +273,7 @@ def test_wandb_offline_sync(tmp_path):
     proc = _sync(str(path), "-b", "wandb", env=env)
     assert proc.returncode == 0, proc.stderr
     (run_dir,) = (wandb_dir / "wandb").glob(f"offline-run-*-{RUN_A}")
-    records = _wandb_records(run_dir)
+    records = read_records(run_dir)
     rows = [r["history"]["item"] for r in records if r["type"] == "history"]
     steps = []
     for row in rows:

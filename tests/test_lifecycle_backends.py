@@ -7,10 +7,8 @@ wandb offline, read back with wandb's own ``wandb leet inspect``; a real
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,24 +22,13 @@ from test_lifecycle_restart import (  # noqa: E402
     launch,
     wait_for_step,
 )
+from wandb_log import inspect_log  # noqa: E402
 
 pytestmark = [
     pytest.mark.skipif(not MPIEXEC.exists(), reason="needs the mpich mpiexec in the venv"),
     pytest.mark.timeout(600),
 ]
 EVERY = ["--ckpt-every", "10", "--sleep", "0.005"]
-
-
-def wandb_records(log_file: Path) -> list[dict]:
-    wandb_cli = Path(sys.executable).with_name("wandb")
-    out = subprocess.run(
-        [str(wandb_cli), "leet", "inspect", "--json", str(log_file)],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    ).stdout
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
 def test_wandb_offline_one_run_id_across_segments(tmp_path):
@@ -69,7 +56,7 @@ def test_wandb_offline_one_run_id_across_segments(tmp_path):
     seen: list[int] = []
     exit_codes = []
     for log in logs:
-        records = wandb_records(log)
+        records = inspect_log(log)
         for r in records:
             if r["type"] == "history":
                 item = r["history"]["item"]

@@ -133,7 +133,7 @@ def test_mlflow_params_and_artifacts_hold_no_secret(tmp_path, monkeypatch):
 
 def test_wandb_config_holds_no_secret(tmp_path, monkeypatch):
     wandb = pytest.importorskip("wandb")
-    from test_wandb_backend import read_records, run_config, run_dirs
+    from wandb_log import read_records, run_config, run_dirs
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))

@@ -10,63 +10,16 @@ import json
 import logging
 import math
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 wandb = pytest.importorskip("wandb", reason="wandb is an optional dependency")
 
+from wandb_log import history_rows, read_records, run_config, run_dirs  # noqa: E402
+
 from ezpz.tracker.wandb_backend import WandbBackend, setup_wandb  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def read_records(run_dir: Path) -> list[dict]:
-    """Every record of the run's .wandb log, via wandb's own CLI."""
-    (log_file,) = run_dir.glob("run-*.wandb")
-    wandb_cli = Path(sys.executable).with_name("wandb")
-    out = subprocess.run(
-        [str(wandb_cli), "leet", "inspect", "--json", str(log_file)],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    ).stdout
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
-
-
-def history_rows(records: list[dict]) -> list[dict]:
-    return [r["history"]["item"] for r in records if r["type"] == "history"]
-
-
-def run_config(records: list[dict]) -> dict:
-    config: dict = {}
-    for r in records:
-        if r["type"] == "run":
-            config.update(r["run"]["config"]["update"])
-        elif r["type"] == "config":
-            config.update(r["config"].get("update", {}))
-    return config
-
-
-def run_dirs(root: Path) -> list[Path]:
-    return sorted((root / "wandb").glob("offline-run-*")) if (root / "wandb").exists() else []
-
-
-@pytest.fixture
-def wandb_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.delenv("WANDB_DISABLED", raising=False)
-    for name in ("WB_PROJECT", "WANDB_PROJECT", "WB_PROJECT_NAME"):
-        monkeypatch.delenv(name, raising=False)
-    # wandb reads its settings (WANDB_DIR, WANDB_MODE) once per process: reset them.
-    wandb.teardown()
-    yield tmp_path
-    wandb.teardown()
 
 
 def test_offline_run_records_what_was_logged(wandb_dir, tmp_path):

@@ -15,25 +15,12 @@ import pytest
 
 wandb = pytest.importorskip("wandb", reason="wandb is an optional dependency")
 
-from test_wandb_backend import history_rows, read_records, run_dirs  # noqa: E402
+from wandb_log import history_rows, read_records, run_dirs  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
 
 STEPS = 201  # steps 0..200, eval at 0, 50, 100, 150, 200
 EVAL_EVERY = 50
-
-
-@pytest.fixture
-def wandb_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.delenv("WANDB_DISABLED", raising=False)
-    for name in ("WB_PROJECT", "WANDB_PROJECT", "WB_PROJECT_NAME"):
-        monkeypatch.delenv(name, raising=False)
-    wandb.teardown()
-    yield tmp_path
-    wandb.teardown()
 
 
 @pytest.mark.parametrize("eval_first", [False, True], ids=["train-then-eval", "eval-then-train"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ezpz._env import env_float
@@ -63,20 +63,41 @@ def wait_all(
     if deadline is None:
         MPI.Request.Waitall(list(requests))
         return
-    reqs = list(requests)
+    poll_until(
+        list(requests),
+        deadline,
+        lambda: (
+            f"ezpz: cross-rank statistics for step {step} ({what}) did not complete on "
+            f"rank {comm.Get_rank()} of {comm.Get_size()} within the "
+            f"{TIMEOUT_ENV} timeout: another rank crashed, hangs, or skipped "
+            f"history.update() for this step. The communicator is no longer usable; "
+            f"abort the job."
+        ),
+        max_sleep=_MAX_SLEEP if deadline != float("inf") else _INTERRUPTIBLE_MAX_SLEEP,
+    )
+
+
+def poll_until(
+    requests: list[Any],
+    deadline: float,
+    message: Callable[[], str],
+    *,
+    max_sleep: float = _MAX_SLEEP,
+) -> None:
+    """Test ``requests`` until all complete; raise CollectiveTimeoutError(``message()``)
+    once ``deadline`` (a ``time.monotonic()`` value) passes.
+
+    Polls tightly for ``_SPIN_SECONDS``, then sleeps with exponential back-off
+    up to ``max_sleep``.
+    """
+    from mpi4py import MPI
+
     spin_until = time.monotonic() + _SPIN_SECONDS
     sleep = 1e-5
-    max_sleep = _MAX_SLEEP if deadline != float("inf") else _INTERRUPTIBLE_MAX_SLEEP
-    while not MPI.Request.Testall(reqs):
+    while not MPI.Request.Testall(requests):
         now = time.monotonic()
         if now >= deadline:
-            raise CollectiveTimeoutError(
-                f"ezpz: cross-rank statistics for step {step} ({what}) did not complete on "
-                f"rank {comm.Get_rank()} of {comm.Get_size()} within the "
-                f"{TIMEOUT_ENV} timeout: another rank crashed, hangs, or skipped "
-                f"history.update() for this step. The communicator is no longer usable; "
-                f"abort the job."
-            )
+            raise CollectiveTimeoutError(message())
         if now > spin_until:
             time.sleep(sleep)
             sleep = min(sleep * 2, max_sleep)

@@ -27,6 +27,7 @@ import numpy as np
 if TYPE_CHECKING:
     import xarray as xr
 
+    from ezpz.history.runinfo import RunInfo
     from ezpz.history.store import HistoryStore
 
 __all__ = ["HistoryCompat", "grab_tensor"]
@@ -95,6 +96,8 @@ class HistoryCompat:
         @property
         def history(self) -> Mapping[str, np.ndarray]: ...
 
+        def run_info(self, run_name: str | None = None) -> RunInfo: ...
+
     # -- reading ------------------------------------------------------------
     @property
     def data(self) -> Mapping[str, np.ndarray]:
@@ -125,21 +128,13 @@ class HistoryCompat:
         ``warmup`` (fraction < 1 or count >= 1) drops leading draws of every
         group. Groups keep their own ``draw`` lengths.
         """
-        from ezpz.history import dataset as dsmod
+        from ezpz.history.finalize import build_datasets
 
-        out: dict[str, xr.Dataset] = {}
-        for gname, g in self.store.groups.items():
-            if len(g) == 0:
-                continue
-            attrs = dsmod.run_attrs(
-                run_id=self.run_id,
-                world_size=self.world_size,
-                group=gname,
-                config=self.config,
-                run_name=getattr(self, "run_name", None),
-            )
-            ds = dsmod.group_dataset(g, attrs)
-            out[gname] = ds.isel(draw=_warmup_slice(ds.sizes["draw"], warmup)) if warmup else ds
+        out = build_datasets(self.run_info(), self.store)
+        if warmup:
+            out = {
+                g: ds.isel(draw=_warmup_slice(ds.sizes["draw"], warmup)) for g, ds in out.items()
+            }
         return out
 
     def get_dataset(self, data: Mapping[str, Any] | None = None, warmup: float = 0.0) -> xr.Dataset:

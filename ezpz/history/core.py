@@ -228,6 +228,10 @@ class History(HistoryCompat):
     def _free_comm(self) -> None:
         if self._reducer is not None:
             self._reducer.close()
+        self._release_comm()
+
+    def _release_comm(self) -> None:
+        """Free the communicator this History duplicated (if any)."""
         if self._owns_comm and self.comm is not None:
             try:
                 self.comm.Free()
@@ -469,12 +473,7 @@ class History(HistoryCompat):
             self._reducer.close()
         if self._rank_flusher is not None:
             self._rank_flusher.close()
-        if self._owns_comm and self.comm is not None:
-            try:
-                self.comm.Free()
-            except Exception:  # MPI already finalized at interpreter exit
-                pass
-            self.comm = None
+        self._release_comm()
 
     def __enter__(self) -> History:
         return self

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 
 # Suffixes History stores for every scalar key when statistics are on.
 STAT_SUFFIXES: tuple[str, ...] = ("mean", "max", "min", "std")
@@ -36,9 +36,35 @@ def join_key(group: str, name: str) -> str:
     return f"{group}/{name}" if group else name
 
 
+def stat_bases(keys: Iterable[str]) -> set[str]:
+    """The keys ``X`` that have a statistic ``X/mean`` (``max``/``min``/``std``) among ``keys``.
+
+    Trackers send such an ``X`` (the rank's own value) as ``X/local``.
+    """
+    bases: set[str] = set()
+    for key in keys:
+        base, sep, suffix = key.rpartition("/")
+        if sep and suffix in STAT_SUFFIXES:
+            bases.add(base)
+    return bases
+
+
 def split_stat(name: str, names: Collection[str]) -> tuple[str, str] | None:
     """``("loss", "mean")`` when ``name`` is a statistic of a key in ``names``."""
     base, sep, suffix = name.rpartition("/")
     if sep and suffix in ALL_STAT_SUFFIXES and base in names:
         return base, suffix
     return None
+
+
+def group_of(key: str, names: Collection[str]) -> tuple[str, str]:
+    """``(group, name)`` a record key is stored under.
+
+    A statistic lives in the group of its base key: with ``"train/loss"`` in
+    ``names``, ``"train/loss/mean"`` -> ``("train", "loss/mean")``.
+    """
+    stat = split_stat(key, names)
+    if stat is None:
+        return split_group(key)
+    group, name = split_group(stat[0])
+    return group, f"{name}/{stat[1]}"

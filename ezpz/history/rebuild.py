@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ezpz.history.jsonl import decode_value, read_records
-from ezpz.history.keys import STEP_FIELD, TIME_FIELD, split_group, split_stat
+from ezpz.history.keys import STEP_FIELD, TIME_FIELD, group_of
 from ezpz.history.store import HistoryStore
 
 __all__ = ["append_record", "replay"]
@@ -58,12 +58,7 @@ def append_record(store: HistoryStore, step: int, when: float, record: dict[str,
             scalars[key] = decoded
     rows: dict[str, tuple[list[str], list[float]]] = {}
     for key, value in scalars.items():
-        stat = split_stat(key, scalars)
-        if stat is not None:  # "<key>/mean" lives in the group of <key>
-            group, name = split_group(stat[0])
-            name = f"{name}/{stat[1]}"
-        else:
-            group, name = split_group(key)
+        group, name = group_of(key, scalars)
         names, values = rows.setdefault(group, ([], []))
         names.append(name)
         values.append(value)

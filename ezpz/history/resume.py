@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from ezpz._env import FALSY, TRUTHY, env_str
-from ezpz.history.keys import EVENT_FIELD, STEP_FIELD, TIME_FIELD, split_group, split_stat
+from ezpz.history.keys import EVENT_FIELD, STEP_FIELD, TIME_FIELD, group_of
 
 logger = logging.getLogger(__name__)
 
@@ -302,12 +302,7 @@ class _Splitter:
         names = set(keys)
         by_group: dict[str, tuple[list[str], list[int]]] = {}
         for i, key in enumerate(keys):
-            stat = split_stat(key, names)
-            if stat is not None:  # "<key>/mean" lives in the group of <key>
-                group, name = split_group(stat[0])
-                name = f"{name}/{stat[1]}"
-            else:
-                group, name = split_group(key)
+            group, name = group_of(key, names)
             gnames, idx = by_group.setdefault(group, ([], []))
             gnames.append(name)
             idx.append(i)

@@ -21,14 +21,11 @@ import numpy as np
 
 from ezpz.history.collective_timeout import (
     TIMEOUT_ENV,
-    CollectiveTimeoutError,
+    poll_until,
     timeout_from_env,
 )
 
 __all__ = ["timed_bcast", "timed_dup", "wait_or_raise"]
-
-_SPIN_S = 1e-3
-_MAX_SLEEP_S = 5e-3
 
 
 def wait_or_raise(requests: list[Any], comm: Any, what: str, timeout: float | None) -> None:
@@ -38,22 +35,17 @@ def wait_or_raise(requests: list[Any], comm: Any, what: str, timeout: float | No
     if timeout is None:
         MPI.Request.Waitall(requests)
         return
-    start = time.monotonic()
-    deadline = start + timeout
-    sleep = 1e-5
-    while not MPI.Request.Testall(requests):
-        now = time.monotonic()
-        if now >= deadline:
-            raise CollectiveTimeoutError(
-                f"ezpz: {what} did not complete on rank {comm.Get_rank()} of "
-                f"{comm.Get_size()} within {TIMEOUT_ENV}={timeout:g}s: another rank did "
-                f"not reach it (History() and finalize() are called on every rank of the "
-                f"communicator), crashed, or hangs. The communicator is no longer usable; "
-                f"abort the job."
-            )
-        if now - start > _SPIN_S:
-            time.sleep(sleep)
-            sleep = min(sleep * 2, _MAX_SLEEP_S)
+    poll_until(
+        requests,
+        time.monotonic() + timeout,
+        lambda: (
+            f"ezpz: {what} did not complete on rank {comm.Get_rank()} of "
+            f"{comm.Get_size()} within {TIMEOUT_ENV}={timeout:g}s: another rank did "
+            f"not reach it (History() and finalize() are called on every rank of the "
+            f"communicator), crashed, or hangs. The communicator is no longer usable; "
+            f"abort the job."
+        ),
+    )
 
 
 def timed_dup(comm: Any, what: str, timeout: float | None = None) -> Any:

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from ezpz.history.keys import stat_bases
 from ezpz.runs.locate import RunInfo
 from ezpz.runs.records import (
     EVENT_FIELD,
@@ -65,7 +66,6 @@ MODE_TAG = "ezpz.sync.mode"  # "ordered" (one request at a time) or "parallel"
 DEFAULT_WORKERS = 1  # ordered: exact on every store; more only helps over slow links
 DEFAULT_EXPERIMENT = "ezpz-sync"
 MAX_METRICS_PER_REQUEST = 1000
-STAT_SUFFIXES = ("mean", "max", "min", "std")
 STATE_SUFFIX = ".sync.json"
 KNOWN_BACKENDS = ("mlflow", "wandb", "csv")
 
@@ -177,11 +177,7 @@ def iter_rows(path: Path, start: int, stop: int) -> Iterator[tuple[int, dict[str
 
 def row_metrics(row: Mapping[str, Any], name: Callable[[str], str]) -> dict[str, float]:
     """A row's scalar metrics under their MLflow names (``X`` -> ``X/local`` beside stats)."""
-    with_stats = {
-        key.rsplit("/", 1)[0]
-        for key in row
-        if "/" in key and key.rsplit("/", 1)[1] in STAT_SUFFIXES
-    }
+    with_stats = stat_bases(row)
     out: dict[str, float] = {}
     for key, raw in row.items():
         if key in (STEP_FIELD, TIME_FIELD, EVENT_FIELD):

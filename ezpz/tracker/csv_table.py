@@ -7,8 +7,10 @@ Layout of the file::
     0,0.5,0.0001\\n                     <- rows, appended; a row may be shorter than
     1,0.3,0.0001,0.8\\n                    the header (readers fill the missing cells)
 
-- **Rows** are appended with one ``pwrite`` each, so a killed process leaves
-  either the whole row or none of it.
+- **Rows** are appended with one ``pwrite`` each. A SIGKILL can still cut a
+  write that crosses a page boundary (Linux stops a write between pages when
+  a fatal signal is pending), so the last line of a killed run may lack its
+  newline; the next writer removes such a line before appending.
 - **A new column** is written into the padding after the header text — one
   small ``pwrite`` that turns ``"\\n"`` bytes into ``",grad_norm"`` —
   *before* the first row that uses it. Blank lines are skipped by pandas, R,
@@ -216,8 +218,10 @@ class GrowingCsv:
         data = addition.encode()
         start, stop = self._header_len, self._header_len + len(data)
         same_page = start // _PAGE == (stop - 1) // _PAGE
-        if stop < self._header_room and same_page and self._fd is not None:
-            # The byte after `stop` is still a padding "\n": it ends the header.
+        # Keep two padding "\n" after the header: the one after `stop` ends the
+        # header, the second marks the file as ours (see _resume: a torn last
+        # row of our own file is removed, never completed).
+        if stop < self._header_room - 1 and same_page and self._fd is not None:
             self._write_at(data, start)
             self._header_len = stop
             self._register(names)

@@ -36,6 +36,7 @@ from typing import Any
 
 from ezpz._env import env_flag, env_int
 from ezpz._redact import mask_url, protect_logger, redact_config
+from ezpz.history.keys import stat_bases
 from ezpz.tracker.base import TrackerBackend
 from ezpz.tracker.csv_table import neutralize
 from ezpz.tracker.mlflow_auth import (
@@ -51,7 +52,6 @@ from ezpz.tracker.sysinfo import system_info
 # every message of this module passes the secret filter (URL credentials, tokens)
 logger = protect_logger(logging.getLogger(__name__))
 
-STAT_SUFFIXES = ("mean", "max", "min", "std")
 MAX_METRICS_PER_REQUEST = 1000  # MLflow's log_batch limit
 MAX_PARAMS_PER_REQUEST = 100  # MLflow's log_batch limit
 MAX_KEY_LENGTH = 250
@@ -377,11 +377,7 @@ class MlflowBackend(TrackerBackend):
     def _queue_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
         from mlflow.entities import Metric
 
-        with_stats = {
-            key.rsplit("/", 1)[0]
-            for key in metrics
-            if "/" in key and key.rsplit("/", 1)[1] in STAT_SUFFIXES
-        }
+        with_stats = stat_bases(metrics)
         now_ms = int(time.time() * 1000)
         batch: dict[str, Any] = {}
         for key, raw in metrics.items():
