@@ -32,6 +32,12 @@ def no_standalone_run_left_behind():
     mlflow_backend._set_standalone(None)
 
 
+@pytest.fixture(autouse=True)
+def _run_in_tmp(tmp_path, monkeypatch):
+    # A sqlite store's default artifact root is ./mlruns: keep it out of the checkout.
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="module")
 def sqlite_uri(tmp_path_factory):
     # One database per module: creating MLflow's tables takes seconds.
