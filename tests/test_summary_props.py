@@ -118,3 +118,31 @@ def test_stats_lines_match_the_general_renderer(
     assert formatter.format(row, plain_numbers=plain) == expected
     # again, from the cached layout
     assert formatter.format(row, plain_numbers=plain) == expected
+
+
+# Stds inside format_std's fixed-point range, the band edges and their neighbours included.
+_EDGES = [0.00995, 0.0995, 0.995, 9.95]
+FIXED_STD = st.floats(min_value=0.00995, max_value=99.5, exclude_max=True) | st.sampled_from(
+    [e for b in _EDGES for e in (b, math.nextafter(b, 0.0), math.nextafter(b, 1.0))]
+    + [math.nextafter(99.5, 0.0)]
+).filter(lambda s: 0.00995 <= s < 99.5)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    bases=st.lists(st.sampled_from(BASES), min_size=1, max_size=6, unique=True),
+    means=st.lists(MODERATE, min_size=6, max_size=6),
+    stds=st.lists(FIXED_STD, min_size=6, max_size=6),
+    precision=st.integers(0, 8),
+)
+def test_fixed_point_stds_match_the_general_renderer(bases, means, stds, precision):
+    """Lines whose stds all print in fixed point (the one-template std path) match format_std."""
+    row: dict[str, float] = {}
+    for base, mean, std in zip(bases, means, stds, strict=False):
+        row[base] = mean
+        row[f"{base}/mean"] = mean
+        row[f"{base}/std"] = std
+    expected = format_compact_summary(row, precision=precision)
+    formatter = SummaryFormatter(precision)
+    assert formatter.format(row, plain_numbers=True) == expected
+    assert formatter.format(row, plain_numbers=True) == expected

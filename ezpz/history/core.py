@@ -379,7 +379,7 @@ class History(HistoryCompat):
 
     def _reduce(self, norm: Normalized, step: int) -> tuple[list[float], Layout]:
         """The flat values to store (raw, then each statistic) and their layout."""
-        raw_keys = tuple(norm.scalar_keys)
+        raw_keys = norm.key_tuple or tuple(norm.scalar_keys)
         flat = norm.scalar_values
         if self._reducer is None:
             return flat, self._layouts.get(raw_keys)

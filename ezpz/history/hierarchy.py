@@ -133,13 +133,14 @@ class Topology:
         The buffers must stay the same objects for the runner's life. Flat
         topologies get MPI-4 persistent collectives (``Allreduce_init``) set up
         once, so a step is one ``Startall`` and one wait, without per-call
-        buffer parsing or request creation; elsewhere (hierarchical, with a
-        timeout, or an MPI without persistent collectives) it is
-        :meth:`allreduce_pair`. (With a timeout the requests are polled with
-        ``Testall``, which MPICH 5.0 gets wrong for persistent collectives.)
-        Call :meth:`free_pair` on the runner when the buffers are replaced.
+        buffer parsing or request creation. The wait follows ``self.timeout``
+        at each call: blocking without one, polled (``Test`` per request) with
+        one, ``math.inf`` included (``Reducer.make_interruptible``).
+        Hierarchical topologies and MPIs without persistent collectives (Open
+        MPI 4) get :meth:`allreduce_pair`. Call :meth:`free_pair` on the
+        runner when the buffers are replaced.
         """
-        if not self.hierarchical and self.timeout is None:
+        if not self.hierarchical:
             try:
                 reqs = [self.comm.Allreduce_init(*a), self.comm.Allreduce_init(*b)]
             except (AttributeError, NotImplementedError):
@@ -147,7 +148,7 @@ class Topology:
             except Exception:  # MPI_ERR_* from an MPI that lacks them
                 reqs = None
             if reqs is not None:
-                return _PersistentPair(reqs)
+                return _PersistentPair(reqs, self)
         allreduce_pair = self.allreduce_pair
 
         def run(step: int | None, what: str) -> None:
@@ -202,18 +203,29 @@ class Topology:
 class _PersistentPair:
     """Two persistent ``Allreduce`` requests started and completed together."""
 
-    __slots__ = ("reqs", "_startall", "_waitall")
+    __slots__ = ("reqs", "_topology", "_startall", "_waitall")
 
-    def __init__(self, reqs: list[Any]) -> None:
+    def __init__(self, reqs: list[Any], topology: Topology) -> None:
         from mpi4py import MPI
 
         self.reqs = reqs
+        self._topology = topology
         self._startall = MPI.Prequest.Startall
         self._waitall = MPI.Request.Waitall
 
     def __call__(self, step: int | None, what: str) -> None:
         self._startall(self.reqs)
-        self._waitall(self.reqs)
+        timeout = self._topology.timeout
+        if timeout is None:
+            self._waitall(self.reqs)
+        else:  # polled: a deadline, or only so that signal handlers can run (inf)
+            wait_all(
+                self.reqs,
+                deadline=time.monotonic() + timeout,
+                step=step,
+                what=what,
+                comm=self._topology.comm,
+            )
 
     def free(self) -> None:
         for req in self.reqs:

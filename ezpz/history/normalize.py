@@ -55,12 +55,15 @@ _STR_TYPE = frozenset((str,))
 class Normalized:
     """Scalars as parallel lists (hot path), vectors as (key, float64 array)."""
 
-    __slots__ = ("scalar_keys", "scalar_values", "vectors", "flat_input")
+    __slots__ = ("scalar_keys", "scalar_values", "vectors", "flat_input", "key_tuple")
 
     def __init__(self) -> None:
         # True when the input was a flat str -> float/int dict taken as it is.
         self.flat_input = False
         self.scalar_keys: list[str] = []
+        # The fast path's keys as one tuple, the same object for the same key set
+        # on every call (History's layout caches compare it by identity).
+        self.key_tuple: tuple[str, ...] | None = None
         self.scalar_values: list[float] = []
         self.vectors: list[tuple[str, np.ndarray]] = []
 
@@ -137,19 +140,20 @@ class Normalizer:
     def __init__(self) -> None:
         self._warned: set[str] = set()
         self._nested = False
-        self._str_keys: set[tuple[str, ...]] = set()
+        # Checked key tuples, each mapped to itself: the canonical object.
+        self._str_keys: dict[tuple[str, ...], tuple[str, ...]] = {}
         # Full key -> the key to record (None: skip), for keys seen before.
         self._keys: dict[str, str | None] = {}
 
-    def _all_str(self, keys: list[Any]) -> bool:
-        """All keys are str and valid as they are (checked once per key set)."""
+    def _all_str(self, keys: tuple[Any, ...]) -> tuple[str, ...] | None:
+        """``keys`` when all are str and valid as they are (checked once per key set)."""
         if set(map(type, keys)) <= _STR_TYPE:
             if any(map(_needs_repair, keys)):
-                return False
+                return None
             if len(self._str_keys) < 1024:  # bounded: key sets are few in practice
-                self._str_keys.add(tuple(keys))
-            return True
-        return False
+                self._str_keys[keys] = keys
+            return keys
+        return None
 
     def _key(self, key: str) -> str | None:
         """The key to record for ``key`` (None: skip), warning once per key."""
@@ -177,7 +181,10 @@ class Normalizer:
         if vtypes <= _FAST_VALUE_TYPES:
             keys = list(metrics)
             # A key tuple seen before has already been checked to be all str.
-            if tuple(keys) in self._str_keys or self._all_str(keys):
+            seen = tuple(keys)
+            key_tuple = self._str_keys.get(seen) or self._all_str(seen)
+            if key_tuple is not None:
+                out.key_tuple = key_tuple
                 if vtypes <= _FLOAT_TYPE:
                     out.scalar_values = values
                     out.scalar_keys = keys

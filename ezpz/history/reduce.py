@@ -4,8 +4,9 @@ The hot path is two buffer-based reductions, in flight together, on float64
 buffers whose layout every rank already agrees on (the *layout* is a tuple of
 keys). Buffers, their views and the two requests are made once per layout:
 MPI-4 persistent collectives (``Allreduce_init``; a step is one ``Startall``
-and one ``Waitall``) where the MPI has them and no timeout is set, else two
-``Iallreduce`` and one wait (:meth:`Topology.pair`):
+and one wait, blocking or, under a timeout or signal handlers, polled with
+``Test``) where the MPI has them, else two ``Iallreduce`` and one wait
+(:meth:`Topology.pair`):
 
 * ``MAX`` over ``[mismatch, fp, -fp, nonfinite, partial, x_0..x_m, -x_0..-x_m]``:
   a rank sets ``mismatch`` when it logged a key outside the layout; ``fp`` is
@@ -62,6 +63,9 @@ _EPS = float(np.finfo(np.float64).eps)
 # relative error; std's relative error is then at most half of it (5e-10),
 # inside the 1e-9 promised, and typically ~1e-15.
 _VAR_REL_TOL = 1e-9
+# Keys predicted by linear extrapolation (counters) stay below this magnitude, so
+# the fast path's extrapolation cannot overflow (Reducer._finish_fast).
+_LIN_LIMIT = 1e300
 # A layout that grew past this many keys is rebuilt from the current step.
 _MAX_LAYOUT = 4096
 _POSITION_CACHE = 64
@@ -212,13 +216,7 @@ class Reducer:
         self._inv_vec = np.full(m, self._inv_size)
         self._keep_vec = np.full(m, self._keep_factor)
         self._signs2 = np.repeat(_SIGNS, m, axis=1)
-        # The two reductions of a step over these buffers (persistent where MPI has them).
-        if self._pair is not None:
-            self.topology.free_pair(self._pair)
-        self._pair = self.topology.pair(
-            (self._max_send, self._max_recv, self._MAX),
-            (self._sum_send, self._sum_recv, self._SUM),
-        )
+        self._make_pair()
         fp = _fingerprint(layout)
         self._max_send[1], self._max_send[2] = fp, -fp
         # Shift = predicted mean: the last mean, or for keys where that missed
@@ -228,11 +226,21 @@ class Reducer:
         self._prev = self._last.copy()
         self._shift = self._last.copy()
         self._lin_mask = np.zeros(m, dtype=bool)
+        self._lin_f = np.zeros(m)  # the mask as 0.0/1.0, for the fast path's arithmetic
         self._lin_any = False
         self._extrema_pos = np.array(
             [self._index[k] for k in self.extrema if k in self._index], dtype=np.intp
         )
         self._keys_cache: dict[bytes, tuple[str, ...]] = {}
+
+    def _make_pair(self) -> None:
+        """The two reductions of a step over the current buffers (persistent where MPI has them)."""
+        if self._pair is not None:
+            self.topology.free_pair(self._pair)
+        self._pair = self.topology.pair(
+            (self._max_send, self._max_recv, self._MAX),
+            (self._sum_send, self._sum_recv, self._SUM),
+        )
 
     def _positions_of(self, keys: tuple[str, ...]) -> np.ndarray | None | bool:
         """Layout positions of ``keys``; None when keys == layout; False when not a subset."""
@@ -362,7 +370,15 @@ class Reducer:
             np.sqrt(m2, out=std)
         # Next step's shift; a key's own mean unless it moves like a counter.
         if self._lin_any:
-            self._next_shift(mean, None)
+            # mean + (mean - last) for counter-like keys, without np.errstate: here
+            # |mean - last| < 1.4e154 (every d*d was finite) and counter-like keys
+            # have |mean| < _LIN_LIMIT, so nothing overflows.
+            shift = np.subtract(mean, self._last)
+            np.multiply(shift, self._lin_f, out=shift)
+            np.add(shift, mean, out=shift)
+            self._prev = self._last
+            self._last = mean
+            self._shift = shift
         else:
             self._prev = self._last
             self._last = self._shift = mean
@@ -450,8 +466,10 @@ class Reducer:
             last, prev = self._last[idx], self._prev[idx]
             with np.errstate(invalid="ignore", over="ignore"):
                 lin_err = np.abs(mean[idx] - (2.0 * last - prev))
-                self._lin_mask[idx] = lin_err < np.abs(mean[idx] - last)
-            self._lin_any = bool(self._lin_mask.any())
+                self._lin_mask[idx] = (lin_err < np.abs(mean[idx] - last)) & (
+                    np.abs(mean[idx]) < _LIN_LIMIT
+                )
+            self._set_lin(self._lin_mask)
         with np.errstate(divide="ignore", invalid="ignore"):
             std: np.ndarray = np.sqrt(np.maximum(m2, 0.0) / nfin)
         return std
@@ -466,10 +484,18 @@ class Reducer:
         if self._lin_any:
             with np.errstate(invalid="ignore", over="ignore"):
                 lin = 2.0 * mean - self._last
+                big = ~(np.abs(mean) < _LIN_LIMIT) & self._lin_mask
             shift = np.where(self._lin_mask & np.isfinite(lin), lin, mean)
+            if big.any():  # see _finish_fast: counter-like keys stay below _LIN_LIMIT
+                self._set_lin(self._lin_mask & ~big)
         self._prev = self._last
         self._last = mean
         self._shift = shift
+
+    def _set_lin(self, mask: np.ndarray) -> None:
+        self._lin_mask = mask
+        self._lin_f = mask.astype(np.float64)
+        self._lin_any = bool(mask.any())
 
     def _present_keys(self, present: np.ndarray) -> tuple[str, ...]:
         mask = present.tobytes()
@@ -574,8 +600,8 @@ class Reducer:
         until the other ranks arrive; with handlers installed
         (ezpz.history.signals) every rank must be able to save its values on
         SIGTERM, so History calls this. Balanced ranks finish within the
-        first millisecond of spinning; a rank waiting longer sleeps at most
-        0.2 ms between polls.
+        first microseconds of testing (persistent requests stay persistent);
+        a rank waiting longer sleeps at most 0.2 ms between polls.
         """
         if self.timeout is not None:
             return  # polled already (EZPZ_COLLECTIVE_TIMEOUT)
@@ -585,7 +611,7 @@ class Reducer:
         # Drop the blocking fast paths Topology bound for "no timeout".
         topology.__dict__.pop("allreduce", None)
         topology.__dict__.pop("allreduce_pair", None)
-        self._allreduce_pair = topology.allreduce_pair
+        self._make_pair()  # a fallback runner bound the blocking pair
 
     def close(self) -> None:
         """Free the requests and communicators the reducer created (not ``comm``)."""

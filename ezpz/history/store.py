@@ -344,12 +344,15 @@ class LayoutCache:
 
     MAX_LAYOUTS = 4096
 
-    __slots__ = ("_store", "_extrema", "_layouts")
+    __slots__ = ("_store", "_extrema", "_layouts", "_last")
 
     def __init__(self, store: HistoryStore, extrema: Iterable[str] = ()) -> None:
         self._store = store
         self._extrema = frozenset(extrema)
         self._layouts: dict[Any, Layout] = {}
+        # The last (raw_keys, stat_keys, suffixes, layout): steps repeat their key
+        # tuples as the same objects (Normalizer, Reducer), so identity finds it.
+        self._last: tuple[Any, Any, Any, Layout] | None = None
 
     def get(
         self,
@@ -358,6 +361,14 @@ class LayoutCache:
         suffixes: tuple[str, ...] = (),
     ) -> Layout:
         """The layout of this key set, built on first sight."""
+        last = self._last
+        if (
+            last is not None
+            and raw_keys is last[0]
+            and stat_keys is last[1]
+            and suffixes == last[2]
+        ):
+            return last[3]
         cache_key: Any = (raw_keys, stat_keys, suffixes) if suffixes else raw_keys
         layout = self._layouts.get(cache_key)
         if layout is None:
@@ -365,6 +376,7 @@ class LayoutCache:
                 self._layouts.clear()
             layout = Layout(self._store, raw_keys, stat_keys, suffixes, self._extrema)
             self._layouts[cache_key] = layout
+        self._last = (raw_keys, stat_keys, suffixes, layout)
         return layout
 
 

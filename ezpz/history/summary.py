@@ -489,7 +489,17 @@ class _FastLine:
     the same as :meth:`SummaryFormatter._render_numbers` gives.
     """
 
-    __slots__ = ("_values", "_stds", "_counters", "_labels", "_order", "_template", "_trail")
+    __slots__ = (
+        "_values",
+        "_stds",
+        "_counters",
+        "_labels",
+        "_order",
+        "_template",
+        "_trail",
+        "_order_fixed",
+        "_template_fixed",
+    )
 
     def __init__(self, fields: list[_Field], precision: int) -> None:
         value_keys: list[str] = []
@@ -498,6 +508,7 @@ class _FastLine:
         self._labels: list[str] = []
         slots: list[tuple[int, int]] = []  # (kind of slot, index in its list)
         pieces: list[str] = []
+        fixed: list[str] = []  # the same line with every std in fixed point (%*.*f)
         for kind, label, value_key, std_key, _memory in fields:
             text = label.replace("%", "%%")
             if kind == _COUNTER:
@@ -505,23 +516,35 @@ class _FastLine:
                 counter_keys.append(value_key)
                 self._labels.append(label)
                 pieces.append(f"{text}%s")
+                fixed.append(f"{text}%s")
                 continue
             slots.append((0, len(value_keys)))
             value_keys.append(value_key)
             if std_key is None:
                 pieces.append(f"{text}%.{precision}f")
+                fixed.append(f"{text}%.{precision}f")
             else:
                 slots.append((1, len(std_keys)))
                 std_keys.append(std_key)
                 pieces.append(f"{text}%.{precision}f(±%{STD_WIDTH}s)")
+                fixed.append(f"{text}%.{precision}f(±%{STD_WIDTH}.*f)")
         nv, ns = len(value_keys), len(std_keys)
         offset = (0, nv, nv + ns)
         # Template arguments come from values + std texts + counter texts, in field order.
         self._order = operator.itemgetter(*[offset[k] + i for k, i in slots])
+        # The fixed-point template takes two arguments per std (decimals, std).
+        order_fixed: list[int] = []
+        for k, i in slots:
+            if k == 1:
+                order_fixed += [nv + 2 * i, nv + 2 * i + 1]
+            else:
+                order_fixed.append(i if k == 0 else nv + 2 * ns + i)
+        self._order_fixed = operator.itemgetter(*order_fixed)
         self._values = _getter(value_keys)
         self._stds = _getter(std_keys)
         self._counters = _getter(counter_keys)
         self._template = " ".join(pieces)
+        self._template_fixed = " ".join(fixed)
         self._trail = fields[-1][0] == _COUNTER  # a padded counter last: strip the padding
 
     def render(
@@ -534,23 +557,37 @@ class _FastLine:
                 return None
             if stds and not set(map(type, stds)) <= _NUMBER_TYPES:
                 return None
+        template, order = self._template, self._order
         if stds:
-            # format_std inlined for the usual range: a bisect picks the decimals.
-            stds = tuple(
-                [
-                    format(s, _STD_SPECS[_bisect(_STD_BOUNDS, s)])
-                    if 0.00995 <= s < 99.5
-                    else format_std(s)
-                    for s in stds
-                ]
-            )
+            if min(stds) >= 0.00995 and max(stds) < 99.5:
+                # Every std in format_std's fixed-point range (a NaN that min/max
+                # let through prints "nan" either way): the template formats them,
+                # given the decimals; the bounds are format_std's.
+                stds = tuple(
+                    [
+                        x
+                        for s in stds
+                        for x in (3 if s < 0.0995 else 2 if s < 0.995 else 1 if s < 9.95 else 0, s)
+                    ]
+                )
+                template, order = self._template_fixed, self._order_fixed
+            else:
+                # format_std inlined for the usual range: a bisect picks the decimals.
+                stds = tuple(
+                    [
+                        format(s, _STD_SPECS[_bisect(_STD_BOUNDS, s)])
+                        if 0.00995 <= s < 99.5
+                        else format_std(s)
+                        for s in stds
+                    ]
+                )
         counters = self._counters(metrics)
         if counters:
             if not set(map(type, counters)) <= _NUMBER_TYPES:
                 return None
             counters = tuple(map(owner._counter_value, self._labels, counters))
-        args = self._order(values + stds + counters)
-        line = owner._fill(self._template, args if type(args) is tuple else (args,), values)
+        args = order(values + stds + counters)
+        line = owner._fill(template, args if type(args) is tuple else (args,), values)
         if line is None:
             return None
         return line.rstrip() if self._trail else line
