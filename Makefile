@@ -1,6 +1,7 @@
 # Two commands get a newcomer from clone to a tested install:
 #   make install   # .venv with ezpz, an MPI runtime, torch (CPU), wandb, mlflow, test tools
-#   make test      # serial suite, then the MPI suite under mpiexec -n 2 and -n 4
+#   make test      # serial suite (on pytest-xdist workers), then the MPI suite under
+#                  # mpiexec -n 2 and -n 4
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin

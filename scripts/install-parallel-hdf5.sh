@@ -9,6 +9,8 @@
 # On HPC machines skip the apt step (SKIP_APT=1) and load modules instead, e.g.
 #   module load cray-hdf5-parallel   # or: module load hdf5/parallel openmpi
 #   SKIP_APT=1 HDF5_DIR=$HDF5_DIR scripts/install-parallel-hdf5.sh
+# CFLAGS reaches the mpi4py and h5py compiles: CI sets CFLAGS="-O0 -g0", which
+# halves the build (mpi4py's one large C file dominates it).
 # See docs/finalize.md.
 set -euo pipefail
 

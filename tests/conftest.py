@@ -14,6 +14,23 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.pop("EZPZ_TRACKER_BACKENDS", None)
 
 
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """One real ``mlflow server`` (tests/mlflow_server.py) shared by the test session.
+
+    Start-up costs 5-30 s on a loaded 2-core machine, so every module that only
+    needs *a* server uses this one; each keeps to its own experiment names.
+    Under pytest-xdist the tests that use it run on one worker (see
+    ``pytest_collection_modifyitems``), so it starts once.
+    """
+    pytest.importorskip("mlflow", reason="mlflow is an optional dependency")
+    from mlflow_server import MlflowServer
+
+    srv = MlflowServer(tmp_path_factory.mktemp("mlflow-server")).start()
+    yield srv
+    srv.stop()
+
+
 @pytest.fixture
 def wandb_dir(tmp_path, monkeypatch):
     """wandb offline, writing under ``tmp_path``, with no project variable set."""
@@ -38,6 +55,32 @@ def pytest_configure(config):
     settings.register_profile("ci", derandomize=True)
     if os.environ.get("CI"):
         settings.load_profile("ci")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Keep tests that share an expensive fixture on one pytest-xdist worker.
+
+    ``make test`` runs the serial suite with ``--dist loadgroup``: tests that
+    use the session's ``mlflow_server`` form one group, and the tests of a
+    module with a module-scoped fixture (a server, a killed run to read back)
+    form one group per module, so each such fixture is set up once, not once
+    per worker. An explicit ``xdist_group`` mark wins. Without xdist the marks
+    change nothing.
+    """
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None:
+            continue
+        if "mlflow_server" in info.names_closure:
+            item.add_marker(pytest.mark.xdist_group("mlflow-server"))
+            continue
+        module_scoped = any(
+            defs and defs[-1].scope == "module" for defs in info.name2fixturedefs.values()
+        )
+        if module_scoped:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
 
 
 def pytest_runtest_makereport(item, call):

@@ -5,12 +5,20 @@ local artifact destination under a directory of the test's choosing, on a
 free port, and waits until ``/health`` answers. It can be stopped and started
 again on the same port and store (a server that goes away and comes back).
 Start-up takes about 5-10 s on a small machine, so test modules share one
-server through a module-scoped fixture.
+server through a module-scoped fixture. The server's job runner (huey
+consumers for GenAI scorer jobs, which tracking never uses) is off unless
+``job_execution=True``: it costs two extra processes' start-up and CPU.
+``workers`` is ``mlflow server --workers`` (uvicorn worker processes).
 
 ``RecordingProxy`` forwards every request to an upstream URL unchanged and
 records its method, path, headers and body, so tests can see which headers
 reached the server. ``stop()`` closes its port (connections refused, as for a
 server that went away) and ``start()`` listens on the same port again.
+``hold_after(n, path)`` lets ``n`` requests whose path contains ``path``
+through and holds every later one (recorded, not forwarded) until
+``release()``: a client can then be killed at a known point with requests
+in flight, and ``release(forward=False)`` drops the held ones unanswered, as
+if the killed client had never got them out.
 """
 
 from __future__ import annotations
@@ -39,8 +47,17 @@ def free_port() -> int:
 class MlflowServer:
     """``mlflow server`` on 127.0.0.1 with a sqlite store under ``root``."""
 
-    def __init__(self, root: str | os.PathLike[str], port: int | None = None) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        port: int | None = None,
+        *,
+        workers: int = 1,
+        job_execution: bool = False,
+    ) -> None:
         self.root = Path(root)
+        self.workers = workers
+        self.job_execution = job_execution
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -61,7 +78,7 @@ class MlflowServer:
             "--port",
             str(self.port),
             "--workers",
-            "1",
+            str(self.workers),
             "--backend-store-uri",
             f"sqlite:///{self.root / 'mlflow.db'}",
             "--artifacts-destination",
@@ -70,6 +87,8 @@ class MlflowServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
         # mlflow server must not inherit an MPI launcher's rank variables.
         env = {k: v for k, v in env.items() if not k.startswith(("PMI_", "OMPI_", "PMIX_"))}
+        if not self.job_execution:
+            env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -125,6 +144,12 @@ class RecordingProxy:
         self.requests: list[Request] = []
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()  # open client connections
+        self._hold_path: str | None = None
+        self._hold_left = 0  # matching requests still let through
+        self._held = 0  # matching requests waiting for release()
+        self._gate = threading.Event()
+        self._gate.set()
+        self._forward_held = True
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -149,6 +174,17 @@ class RecordingProxy:
                 headers = {k: v for k, v in self.headers.items()}
                 with proxy._lock:
                     proxy.requests.append(Request(self.command, self.path, headers, body))
+                    hold = proxy._hold_path is not None and proxy._hold_path in self.path
+                    if hold and proxy._hold_left > 0:
+                        proxy._hold_left -= 1
+                        hold = False
+                    if hold:
+                        proxy._held += 1
+                if hold:
+                    proxy._gate.wait()
+                    if not proxy._forward_held:
+                        self.close_connection = True
+                        return
                 conn = http.client.HTTPConnection(
                     proxy.upstream_host, proxy.upstream_port, timeout=60
                 )
@@ -188,6 +224,8 @@ class RecordingProxy:
 
     def stop(self) -> None:
         """Close the listening socket: connections are refused, as for a dead server."""
+        if not self._gate.is_set():
+            self.release(forward=False)
         server, self.server = self.server, None
         if server is not None:
             server.shutdown()
@@ -200,6 +238,24 @@ class RecordingProxy:
                 conn.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+    def hold_after(self, n: int, path: str) -> None:
+        """Forward ``n`` more requests whose path contains ``path``; hold the later ones."""
+        with self._lock:
+            self._hold_path, self._hold_left, self._held = path, n, 0
+            self._gate.clear()
+
+    @property
+    def held(self) -> int:
+        """How many requests are held now (waiting for :meth:`release`)."""
+        with self._lock:
+            return self._held
+
+    def release(self, forward: bool = True) -> None:
+        """Stop holding: held requests go upstream, or with ``forward=False`` are dropped."""
+        with self._lock:
+            self._hold_path, self._held, self._forward_held = None, 0, forward
+        self._gate.set()
 
     def __enter__(self) -> RecordingProxy:
         return self.start()

@@ -5,15 +5,22 @@ console output is shown and the other ranks' output goes to
 ``.test-results/`` (printed when a phase fails). The last line is one clean
 ``N passed, N failed, N skipped`` total. Exits non-zero when any phase
 fails or when an MPI phase collected no test.
+
+The serial phase runs on pytest-xdist workers when pytest-xdist is installed
+(``make install`` installs it): ``EZPZ_TEST_WORKERS`` sets how many (default:
+the CPU count, at least 2, since most slow tests wait on subprocesses); ``0``
+runs it in one process. Tests marked ``xdist_group`` share a worker.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -48,12 +55,24 @@ def _run(name: str, cmd: list[str], env: dict[str, str] | None = None) -> int:
     return subprocess.call(cmd, cwd=ROOT, env={**os.environ, **(env or {})})
 
 
+def xdist_args() -> list[str]:
+    """pytest-xdist flags for the serial phase (none: run it in this process)."""
+    workers = os.environ.get("EZPZ_TEST_WORKERS", "").strip()
+    if workers in ("0", "1"):
+        return []
+    if importlib.util.find_spec("xdist") is None:
+        print("pytest-xdist is not installed: the serial phase runs in one process")
+        return []
+    if not workers:
+        workers = str(max(2, os.cpu_count() or 1))
+    # loadgroup: tests marked xdist_group(name) run on one worker (shared servers).
+    return ["-n", workers, "--dist", "loadgroup"]
+
+
 def run_serial(python: str) -> tuple[int, list[Path]]:
     xml = RESULTS / "serial.xml"
-    rc = _run(
-        "serial",
-        [python, "-m", "pytest", "tests", "-m", "not mpi", *PYTEST_FLAGS, f"--junitxml={xml}"],
-    )
+    cmd = [python, "-m", "pytest", "tests", "-m", "not mpi", *xdist_args(), *PYTEST_FLAGS]
+    rc = _run("serial", [*cmd, f"--junitxml={xml}"])
     return rc, [xml]
 
 
@@ -95,31 +114,28 @@ def main() -> int:
         shutil.rmtree(RESULTS)
     RESULTS.mkdir()
     venv_bin = Path(sys.executable).parent
-    phases: list[tuple[str, int, list[Path]]] = []
+    phases: list[tuple[str, int, list[Path], float]] = []
+
+    def timed(name: str, result: tuple[int, list[Path]], t0: float) -> None:
+        phases.append((name, *result, time.monotonic() - t0))
+
     if args.only in (None, "serial"):
-        phases.append(("serial", *run_serial(sys.executable)))
+        t0 = time.monotonic()
+        timed("serial", run_serial(sys.executable), t0)
     if args.only in (None, "mpi"):
         for n in (2, 4):
             # tests/faults holds the fault suite's MPI-marked tests too (issue 12)
             paths = ["tests/mpi", "tests/faults"]
-            phases.append((f"mpi-n{n}", *run_mpi(f"mpi-n{n}", venv_bin, n, paths, [])))
+            t0 = time.monotonic()
+            timed(f"mpi-n{n}", run_mpi(f"mpi-n{n}", venv_bin, n, paths, []), t0)
     # The parallel-HDF5 venv (make install-parallel) runs the per-rank HDF5 tests
     # through h5py's mpio driver with Debian's Open MPI.
     phdf5 = ROOT / ".venv-phdf5" / "bin"
     if args.only in (None, "mpio") and (phdf5 / "python").exists():
         for n in (2, 4):
-            phases.append(
-                (
-                    f"mpio-n{n}",
-                    *run_mpi(
-                        f"mpio-n{n}",
-                        phdf5,
-                        n,
-                        ["tests/mpi/test_ranks_h5.py", "tests/mpi/test_finalize_mpi.py"],
-                        ["--oversubscribe"],
-                    ),
-                )
-            )
+            t0 = time.monotonic()
+            paths = ["tests/mpi/test_ranks_h5.py", "tests/mpi/test_finalize_mpi.py"]
+            timed(f"mpio-n{n}", run_mpi(f"mpio-n{n}", phdf5, n, paths, ["--oversubscribe"]), t0)
     elif args.only == "mpio":
         print("no .venv-phdf5: run `make install-parallel` first")
         return 2
@@ -127,7 +143,7 @@ def main() -> int:
     failed_phase = False
     total = {"passed": 0, "failed": 0, "skipped": 0}
     print("\n=== summary")
-    for name, rc, xmls in phases:
+    for name, rc, xmls, seconds in phases:
         c = _counts(xmls)
         n_pass, n_fail, n_skip = len(c["passed"]), len(c["failed"]), len(c["skipped"])
         bad = rc != 0 or n_fail > 0 or n_pass == 0
@@ -138,7 +154,9 @@ def main() -> int:
             else ""
         )
         note += " (no test passed)" if n_pass == 0 else ""
-        print(f"{name:>10}: {n_pass} passed, {n_fail} failed, {n_skip} skipped{note}")
+        print(
+            f"{name:>10}: {n_pass} passed, {n_fail} failed, {n_skip} skipped{note} [{seconds:.0f} s]"
+        )
         for tid in sorted(c["failed"]):
             print(f"{'':>12}FAILED {tid}")
         total["passed"] += n_pass

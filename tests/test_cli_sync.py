@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from cli_runs import CLI, RUN_A, T0, write_run_a, write_run_b  # noqa: I001
-from mlflow_server import MlflowServer, free_port
+from mlflow_server import RecordingProxy, free_port
 from wandb_log import read_records
 
 from ezpz.runs.records import read_log
@@ -21,11 +21,13 @@ mlflow = pytest.importorskip("mlflow", reason="mlflow is an optional dependency"
 pytestmark = pytest.mark.timeout(600)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = MlflowServer(tmp_path_factory.mktemp("mlflow-sync")).start(timeout=400)
-    yield srv
-    srv.stop()
+@pytest.fixture
+def server(mlflow_server):
+    """The session's real ``mlflow server`` (tests/conftest.py): one start-up for all.
+
+    Every test keys its MLflow run by its own ezpz run id.
+    """
+    return mlflow_server
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -83,12 +85,37 @@ def _same(a: list[tuple[int, float]], b: list[tuple[int, float]]) -> bool:
     )
 
 
+def write_finalize_outputs(outdir: Path) -> dict[str, bytes]:
+    """What finalize() leaves in a run's outdir (small stand-ins): name -> bytes."""
+    files = {
+        "report.md": b"# report\n",
+        "train.h5": b"\x89HDF\r\n\x1a\n train",
+        "metrics.jsonl": b'{"_step": 0}\n',
+        "plots/mplot/train/loss.png": _png(1),
+        "plots/mplot/history/lr.png": _png(2),
+    }
+    for name, data in files.items():
+        (outdir / name).parent.mkdir(parents=True, exist_ok=True)
+        (outdir / name).write_bytes(data)
+    return files
+
+
+def _png(seed: int) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    pixels = np.random.default_rng(seed).integers(0, 255, (6, 8, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def test_sync_mlflow_round_trip_and_idempotent(server, tmp_path):
     path = write_run_a(tmp_path)
     outdir = tmp_path / RUN_A  # finalize's outputs beside the JSONL
-    (outdir / "plots" / "mplot" / "train").mkdir(parents=True)
-    (outdir / "report.md").write_text("# report\n")
-    (outdir / "plots" / "mplot" / "train" / "loss.png").write_bytes(b"\x89PNG fake")
+    write_finalize_outputs(outdir)
 
     first = _sync(str(path), "--backends", "mlflow", uri=server.url)
     assert first.returncode == 0, first.stderr
@@ -112,8 +139,16 @@ def test_sync_mlflow_round_trip_and_idempotent(server, tmp_path):
     assert math.isnan(dict(got["train/acc"])[3])  # "NaN" in the JSONL is NaN in MLflow
     history = client.get_metric_history(run.info.run_id, "train/loss/local")
     assert min(m.timestamp for m in history) == int(T0 * 1000)  # timestamps from _time
-    names = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"report.md", "plots"} <= names
+    sizes = {a.path: a.file_size for a in client.list_artifacts(run.info.run_id)}
+    assert sizes["report.md"] == (outdir / "report.md").stat().st_size
+    assert sizes["train.h5"] == (outdir / "train.h5").stat().st_size
+    assert sizes["metrics.jsonl"] == (outdir / "metrics.jsonl").stat().st_size
+    # As the live MLflow backend logs finalize's images: plots/<group>/, the
+    # unprefixed group's ("history" directory) straight under plots/.
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "plots")} == {
+        "plots/lr.png",
+        "plots/train",
+    }
     assert [a.path for a in client.list_artifacts(run.info.run_id, "plots/train")] == [
         "plots/train/loss.png"
     ]
@@ -121,10 +156,12 @@ def test_sync_mlflow_round_trip_and_idempotent(server, tmp_path):
     again = _sync(str(path), "--backends", "mlflow", uri=server.url)
     assert again.returncode == 0, again.stderr
     assert "sent 0 metric values" in again.stdout
+    assert "artifacts" not in again.stdout  # each file once
     assert logged_metrics(client, run.info.run_id, want) == got or all(
         _same(logged_metrics(client, run.info.run_id, [k])[k], want[k]) for k in want
     )
-    assert len(client.search_runs([run.info.experiment_id])) == 1
+    same_id = f"tags.`ezpz.run_id` = '{RUN_A}'"
+    assert len(client.search_runs([run.info.experiment_id], same_id)) == 1
 
 
 def test_sync_continues_a_growing_run(server, tmp_path):
@@ -161,36 +198,56 @@ def _big_run(path: Path, steps: int) -> None:
         fh.write(json.dumps({"_event": "finalized", "_time": T0 + steps}) + "\n")
 
 
+HELD_AFTER = 7  # log-batch requests that reach the server before the sync is killed
+
+
 @pytest.mark.parametrize("workers", ["1", "4"])
 def test_sync_killed_halfway_then_rerun(server, tmp_path, workers):
-    """SIGKILL mid-sync, rerun: every value once (ordered, and overlapping requests)."""
+    """SIGKILL mid-sync, rerun: every value once (ordered, and overlapping requests).
+
+    The sync goes through a proxy that lets the params request and 6 metric
+    requests reach the server and holds the later ones: the sync is stuck
+    there with requests in flight, is killed, and the held requests are dropped.
+    """
     run_id = f"2026-01-03-120000-cccc{workers}{workers}"
     path = tmp_path / f"{run_id}.jsonl"
-    steps = 2500  # 25 requests of 1000 values
+    steps = 1300  # 13,000 values: 14 requests of at most 999 (+ the cursor tag)
     _big_run(path, steps)
-    env = _env(MLFLOW_TRACKING_URI=server.url)
-    proc = subprocess.Popen(
-        [str(CLI), "sync", str(path), "-b", "mlflow", "--workers", workers],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
     client = _client(server)
-    cursor = 0
-    deadline = time.monotonic() + 400
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            run = _find(client, run_id)
-            cursor = int(run.data.tags.get("ezpz.sync.offset", 0)) if run else 0
-            if cursor > 0:
-                break
-            time.sleep(0.2)
-        assert proc.poll() is None, "the sync finished before it could be killed"
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=60)
-    assert 0 < cursor < path.stat().st_size
+    with RecordingProxy(server.url) as proxy:
+        proxy.hold_after(HELD_AFTER, "/runs/log-batch")
+        proc = subprocess.Popen(
+            [str(CLI), "sync", str(path), "-b", "mlflow", "--workers", workers],
+            env=_env(MLFLOW_TRACKING_URI=proxy.url),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 300
+            while proxy.held == 0 and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert proxy.held > 0, f"the sync did not get stuck: {proc.poll()}"
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.wait(timeout=60)
+            proxy.release(forward=False)
+        bodies = [json.loads(r.body) for r in proxy.recorded() if "log-batch" in r.path]
+    # One HTTP request per batch: at most 1000 entities (MLflow's limit counts
+    # the tag too); in order, each carries the cursor, so none is split by the
+    # client into a second request without it. Overlapping: some carry it.
+    metric_requests = [b for b in bodies if b.get("metrics")]
+    assert len(metric_requests) > HELD_AFTER - 1
+    offsets = []  # the cursor values sent, in order: each new, none going back
+    for body in metric_requests:
+        assert len(body["metrics"]) + len(body.get("tags", [])) <= 1000
+        tags = [t["key"] for t in body.get("tags", [])]
+        assert tags == ["ezpz.sync.offset"] or (workers != "1" and tags == [])
+        offsets += [int(t["value"]) for t in body.get("tags", [])]
+    assert offsets and offsets == sorted(set(offsets)) and offsets[0] > 0
+    assert len(offsets) == len(metric_requests) or workers != "1"
     run = _find(client, run_id)
+    cursor = int(run.data.tags.get("ezpz.sync.offset", 0))
+    assert 0 < cursor < path.stat().st_size
     assert run.info.status == "RUNNING"
     partial = len(client.get_metric_history(run.info.run_id, "train/k0"))
     assert 0 < partial < steps
@@ -266,12 +323,24 @@ def test_csv_sync(tmp_path):
 
 
 def test_wandb_offline_sync(tmp_path):
+    """Rows, config and finalize's outputs, read back from the offline run with wandb's tools."""
     pytest.importorskip("wandb", reason="wandb is an optional dependency")
+    import base64
+    import hashlib
+
     path = write_run_a(tmp_path, steps=40)
+    outputs = write_finalize_outputs(tmp_path / RUN_A)
     wandb_dir = tmp_path / "wb"
-    env = {"WANDB_MODE": "offline", "WANDB_DIR": str(wandb_dir), "WANDB_SILENT": "true"}
+    env = {
+        "WANDB_MODE": "offline",
+        "WANDB_DIR": str(wandb_dir),
+        "WANDB_SILENT": "true",
+        "WANDB_DATA_DIR": str(tmp_path / "wb-data"),  # artifact staging
+        "WANDB_CACHE_DIR": str(tmp_path / "wb-cache"),
+    }
     proc = _sync(str(path), "-b", "wandb", env=env)
     assert proc.returncode == 0, proc.stderr
+    assert "5 artifacts" in proc.stdout
     (run_dir,) = (wandb_dir / "wandb").glob(f"offline-run-*-{RUN_A}")
     records = read_records(run_dir)
     rows = [r["history"]["item"] for r in records if r["type"] == "history"]
@@ -286,5 +355,36 @@ def test_wandb_offline_sync(tmp_path):
             assert row["eval/acc"] == pytest.approx(step / 100)
     assert "sekrit" not in json.dumps(records)  # the config went through redaction
     assert steps == list(range(40))  # every step, eval rows merged into their step
+
+    # finalize's PNGs: wandb images under the live plot keys, in the last row,
+    # their files in the run directory byte for byte.
+    last = rows[-1]
+    for key, name in (("plots/train/loss", "train/loss.png"), ("plots/lr", "history/lr.png")):
+        assert last[f"{key}._type"] == "image-file"
+        assert last[f"{key}.caption"] == Path(name).stem
+        image = run_dir / "files" / last[f"{key}.path"]
+        assert image.read_bytes() == outputs[f"plots/mplot/{name}"]
+    assert not any(k.endswith("._type") for row in rows[:-1] for k in row)
+    # finalize's files: one ezpz-output artifact each, named after the file.
+    artifacts = {r["artifact"]["name"]: r["artifact"] for r in records if r["type"] == "artifact"}
+    assert set(artifacts) == {"report.md", "train.h5", "metrics.jsonl"}
+    for name, artifact in artifacts.items():
+        assert artifact["type"] == "ezpz-output"
+        (entry,) = artifact["manifest"]["contents"]
+        md5 = base64.b64encode(hashlib.md5(outputs[name]).digest()).decode()
+        assert (entry["path"], int(entry["size"]), entry["digest"]) == (
+            name,
+            len(outputs[name]),
+            md5,
+        )
+
     again = _sync(str(path), "-b", "wandb", env=env)
-    assert again.returncode == 0 and "sent 0 metric values" in again.stdout
+    assert again.returncode == 0, again.stderr
+    assert "sent 0 metric values" in again.stdout and "artifacts" not in again.stdout
+    # Nothing new: no resumed run at all (no second offline run directory).
+    assert list((wandb_dir / "wandb").glob(f"offline-run-*-{RUN_A}")) == [run_dir]
+    # A file finalize rewrote goes again (only that one).
+    (tmp_path / RUN_A / "report.md").write_text("# report, finalized again\n")
+    dry = _sync(str(path), "-b", "wandb", "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert "would send 0 metric values" in dry.stdout and ", 1 artifacts" in dry.stdout

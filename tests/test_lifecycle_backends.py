@@ -2,7 +2,8 @@
 
 Real ``mpiexec -n 2`` jobs (``tests/lifecycle_job.py``) with real signals;
 wandb offline, read back with wandb's own ``wandb leet inspect``; a real
-``mlflow server`` on 127.0.0.1 with sqlite (tests/mlflow_server.py).
+``mlflow server`` on 127.0.0.1 with sqlite (tests/mlflow_server.py), shared
+with the other server tests through tests/conftest.py's ``mlflow_server``.
 """
 
 from __future__ import annotations
@@ -73,17 +74,8 @@ def test_wandb_offline_one_run_id_across_segments(tmp_path):
     assert exit_codes and exit_codes[0] == 1 and exit_codes[-1] == 0
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    pytest.importorskip("mlflow")
-    from mlflow_server import MlflowServer
-
-    srv = MlflowServer(tmp_path_factory.mktemp("mlflow-server")).start()
-    yield srv
-    srv.stop()
-
-
 def test_mlflow_one_run_across_sigkill_sigterm_and_finish(tmp_path, mlflow_server):
+    # mlflow_server: the session's server (tests/conftest.py)
     from mlflow import MlflowClient
 
     work = tmp_path / "job"

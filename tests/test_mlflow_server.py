@@ -1,6 +1,7 @@
 """MLflow backend against a real ``mlflow server`` on 127.0.0.1 (sqlite store).
 
-One server per module (start-up is 5-30 s on a loaded 2-core machine). The
+One server for the test session (start-up is 5-30 s on a loaded 2-core
+machine: the ``mlflow_server`` fixture of tests/conftest.py). The
 header and outage tests talk to it through ``RecordingProxy``, which records
 every request and can close its port (connection refused, as when a server
 goes away) and open it again.
@@ -17,7 +18,7 @@ import pytest
 pytest.importorskip("mlflow", reason="mlflow is an optional dependency")
 
 from mlflow import MlflowClient  # noqa: E402
-from mlflow_server import MlflowServer, RecordingProxy  # noqa: E402
+from mlflow_server import RecordingProxy  # noqa: E402
 
 from ezpz.tracker.mlflow_backend import MlflowBackend  # noqa: E402
 
@@ -27,10 +28,9 @@ LOG_BATCH = "/api/2.0/mlflow/runs/log-batch"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = MlflowServer(tmp_path_factory.mktemp("mlflow-server")).start()
-    yield srv
-    srv.stop()
+def server(mlflow_server):
+    # The session's server (tests/conftest.py), shared with other modules.
+    return mlflow_server
 
 
 def _steps(client, run_id, key):

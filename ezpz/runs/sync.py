@@ -7,25 +7,30 @@ run id, so syncing is idempotent and resumable:
 - **mlflow**: the run carrying the tag ``ezpz.run_id=<run_id>`` (in any
   experiment) is reused, else created in the experiment (``--experiment`` >
   ``MLFLOW_EXPERIMENT_NAME`` > W&B project variables > ``ezpz-sync``).
-  Metrics go in ``log_batch`` requests of 1000 values, in file order, each
+  Metrics go in ``log_batch`` requests of 999 values, in file order, each
   request carrying the sync cursor as the run tag ``ezpz.sync.offset`` (the
-  byte offset of the JSONL up to which every row is in MLflow). MLflow's
+  byte offset of the JSONL up to which every row is in MLflow; MLflow's limit
+  of 1000 per request counts the tag). MLflow's
   stores write a batch's metrics before its tags, so the cursor never runs
   ahead of the metrics. A later sync starts at the cursor; values right after
   it (the batch a killed sync may have sent without its tag) are compared with
   the latest step MLflow holds per metric and skipped when already there.
   Timestamps come from the rows' ``_time``, so a value sent twice is the same
   point (MLflow's SQL store keeps it once). With ``workers`` > 1 requests
-  overlap, the cursor only covers requests that have all completed, and the
-  values after it are re-sent on resume (run tag ``ezpz.sync.mode``).
+  overlap, the cursor only covers requests that have all completed (and never
+  goes back), and the values after it are re-sent on resume (run tag
+  ``ezpz.sync.mode``). The server's SQL store is the limit of the rate:
+  benchmarks/sync_bench.py measures it.
 - **wandb**: a run whose id is the ezpz run id (``resume="allow"``), offline
-  per ``WANDB_MODE``; the cursor lives in ``<jsonl>.sync.json`` beside the log.
+  per ``WANDB_MODE``; the cursor, and which of finalize's outputs went, live
+  in ``<jsonl>.sync.json`` beside the log.
 - **csv**: ``metrics.csv`` and ``config.json`` rebuilt (atomically replaced) in
   ``--csv-dir`` (default: the run's outdir).
 
 What is sent is what a live run would have sent: the same ``/local`` renaming
 and MLflow name cleaning, ``config.*`` params (secrets redacted), finalize's
-artifacts when the outdir holds them, the run marked finished when the JSONL
+outputs when the outdir holds them (MLflow artifacts; W&B images under the
+plot keys and ``ezpz-output`` artifacts), the run marked finished when the JSONL
 says the run was finalized (killed when interrupted).
 """
 
@@ -65,7 +70,13 @@ CURSOR_TAG = "ezpz.sync.offset"
 MODE_TAG = "ezpz.sync.mode"  # "ordered" (one request at a time) or "parallel"
 DEFAULT_WORKERS = 1  # ordered: exact on every store; more only helps over slow links
 DEFAULT_EXPERIMENT = "ezpz-sync"
-MAX_METRICS_PER_REQUEST = 1000
+# MLflow's log_batch limit counts metrics, params and tags together (1000); a
+# request that carries the cursor tag therefore holds 999 metric values. With
+# 1000 values plus the tag, MlflowClient splits the call in two requests (999
+# values + the tag, then 1 value): twice the requests, and the cursor would land
+# before the last value.
+MAX_ENTITIES_PER_REQUEST = 1000
+MAX_METRICS_PER_REQUEST = MAX_ENTITIES_PER_REQUEST - 1
 STATE_SUFFIX = ".sync.json"
 KNOWN_BACKENDS = ("mlflow", "wandb", "csv")
 
@@ -255,8 +266,11 @@ class _Sender:
 
     With one worker, each request carries its own end offset as the cursor tag
     (MLflow writes a batch's metrics before its tags). With several, requests
-    overlap; each carries the offset up to which every earlier request has
-    completed, and the final offset is set once all are done.
+    overlap: a request carries the cursor tag only when the offset up to which
+    every earlier request has completed has moved on and no other request with
+    the tag is in flight (so the tag never goes back: a slow request cannot
+    land an older offset after a newer one); the final offset is set once all
+    are done.
     """
 
     def __init__(
@@ -269,25 +283,32 @@ class _Sender:
         self.workers = max(1, workers)
         self.pool = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
         self.inflight: deque[tuple[Any, int]] = deque()
+        self.tag_request: Any = None  # the in-flight request carrying the cursor tag
         self.requests = 0
 
-    def _call(self, metrics: list[Any], tag: str) -> None:
+    def _call(self, metrics: list[Any], tag: int | None) -> None:
         from mlflow.entities import RunTag
 
         from ezpz.tracker.mlflow_auth import request_scope
 
+        tags = [RunTag(CURSOR_TAG, str(tag))] if tag is not None else []
         with request_scope(self.headers):
-            self.client.log_batch(self.run_id, metrics=metrics, tags=[RunTag(CURSOR_TAG, tag)])
+            self.client.log_batch(self.run_id, metrics=metrics, tags=tags)
 
     def send(self, metrics: list[Any], end: int) -> None:
         self.requests += 1
         if self.pool is None:
-            self._call(metrics, str(end))
+            self._call(metrics, end)
             self.confirmed = self.tagged = end
             return
         self._reap(block=len(self.inflight) >= self.workers)
-        self.inflight.append((self.pool.submit(self._call, metrics, str(self.confirmed)), end))
-        self.tagged = self.confirmed
+        tag = None
+        if self.confirmed > self.tagged and (self.tag_request is None or self.tag_request.done()):
+            tag = self.tagged = self.confirmed
+        future = self.pool.submit(self._call, metrics, tag)
+        if tag is not None:
+            self.tag_request = future
+        self.inflight.append((future, end))
 
     def _reap(self, block: bool) -> None:
         while self.inflight and (block or self.inflight[0][0].done()):
@@ -296,21 +317,27 @@ class _Sender:
             self.confirmed = end
             block = False
 
-    def close(self, ok: bool) -> None:
-        """Wait for every request; on success make the cursor tag final."""
-        if self.pool is None:
-            return
-        try:
-            if ok:
-                while self.inflight:
-                    self._reap(block=True)
-        finally:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+    def close(self, ok: bool, end: int) -> None:
+        """Wait for every request; on success the cursor tag becomes ``end``.
+
+        ``end``: the offset after the last row read (rows with no metric value
+        after the last request move the cursor too).
+        """
+        if self.pool is not None:
+            try:
+                if ok:
+                    while self.inflight:
+                        self._reap(block=True)
+            finally:
+                self.pool.shutdown(wait=True, cancel_futures=True)
+        if ok:
+            self.confirmed = max(self.confirmed, end)
         if ok and self.tagged != self.confirmed:
             from ezpz.tracker.mlflow_auth import request_scope
 
             with request_scope(self.headers):
                 self.client.set_tag(self.run_id, CURSOR_TAG, str(self.confirmed))
+            self.tagged = self.confirmed
             self.requests += 1
 
 
@@ -333,7 +360,10 @@ def sync_mlflow(
     re-sent on a resumed sync and MLflow's SQL store keeps each identical
     point once.
     """
-    from ezpz.tracker.mlflow_auth import (
+    given = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if given:  # an unreachable server fails at once, before seconds of importing mlflow
+        _check_reachable(given)
+    from ezpz.tracker.mlflow_auth import (  # imports mlflow
         auth_headers,
         ensure_provider_registered,
         load_credentials,
@@ -349,7 +379,8 @@ def sync_mlflow(
         raise SyncError("syncing to MLflow needs mlflow: pip install mlflow") from exc
     ensure_provider_registered()
     uri = tracking_uri or mlflow.get_tracking_uri()
-    _check_reachable(uri)
+    if uri != given:
+        _check_reachable(uri)
     result = SyncResult("mlflow")
     client = MlflowClient(tracking_uri=uri)
     try:
@@ -479,9 +510,9 @@ def _sync_mlflow(
             hit = names[key] = mlflow_name(key)
         return hit
 
-    def flush(final: bool = False) -> None:
+    def flush() -> None:
         nonlocal batch
-        if not batch and not final:
+        if not batch:
             return
         if sender is not None:
             sender.send(batch, batch_end)
@@ -508,12 +539,11 @@ def _sync_mlflow(
                 if len(batch) == MAX_METRICS_PER_REQUEST:
                     flush()
             batch_end = end
-        if batch or (sender is not None and batch_end != sender.tagged):
-            flush(final=True)
+        flush()
         ok = True
     finally:
         if sender is not None:
-            sender.close(ok)
+            sender.close(ok, batch_end)
             result.requests = sender.requests
 
     if artifacts and info.outdir is not None:
@@ -546,20 +576,53 @@ def _last_time_ms(path: Path, end: int) -> int | None:
     return last
 
 
-def finalize_artifacts(outdir: Path) -> list[tuple[Path, str | None]]:
-    """finalize()'s files in ``outdir`` and where MLflow puts them (as a live run does)."""
-    found: list[tuple[Path, str | None]] = []
-    for name in ("metrics.jsonl", "report.md", "ranks.h5"):
-        if (outdir / name).is_file():
-            found.append((outdir / name, None))
-    found += [(p, None) for p in sorted(outdir.glob("*.h5")) if p.name != "ranks.h5"]
-    mplot = outdir / "plots" / "mplot"
-    if mplot.is_dir():
-        for png in sorted(mplot.rglob("*.png")):
-            group = png.parent.relative_to(mplot).as_posix()
-            folder = posixpath.join("plots", group) if group != "." else "plots"
-            found.append((png, folder))
+def finalize_files(outdir: Path) -> list[Path]:
+    """finalize()'s files that a live run uploads as artifacts, in its order.
+
+    The JSONL copy, the datasets (``*.h5`` at the root), the report and the
+    per-rank ``ranks.h5``. (The time-stamped ``*-rank0.jsonl`` link finalize
+    also uploads points at the same log as ``metrics.jsonl``: not sent twice.)
+    """
+    found = [outdir / "metrics.jsonl"] if (outdir / "metrics.jsonl").is_file() else []
+    found += [p for p in sorted(outdir.glob("*.h5")) if p.name != "ranks.h5" and p.is_file()]
+    found += [outdir / n for n in ("report.md", "ranks.h5") if (outdir / n).is_file()]
     return found
+
+
+def finalize_plots(outdir: Path) -> list[tuple[str, Path]]:
+    """finalize()'s matplotlib PNGs with the key a live run logs each under.
+
+    ``plots/mplot/<group>/<stem>.png`` -> ``plots/<group>/<stem>``; the
+    unprefixed group's directory is ``history`` and its key ``plots/<stem>``.
+    """
+    mplot = outdir / "plots" / "mplot"
+    if not mplot.is_dir():
+        return []
+    found: list[tuple[str, Path]] = []
+    for png in sorted(mplot.rglob("*.png")):
+        group = png.parent.relative_to(mplot).as_posix()
+        group = "" if group in (".", "history") else group
+        found.append((posixpath.join("plots", group, png.stem), png))
+    return found
+
+
+def finalize_artifacts(outdir: Path) -> list[tuple[Path, str | None]]:
+    """finalize()'s files in ``outdir`` and where MLflow puts them (as a live run does).
+
+    Files at the artifact root; each PNG in its image key's folder (the live
+    MLflow backend's ``log_image``: ``plots/train/loss`` -> ``plots/train/``).
+    """
+    from ezpz.tracker.mlflow_backend import mlflow_name
+
+    found: list[tuple[Path, str | None]] = [(p, None) for p in finalize_files(outdir)]
+    for key, png in finalize_plots(outdir):
+        found.append((png, posixpath.dirname(mlflow_name(key)) or "plots"))
+    return found
+
+
+def _signature(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}"
 
 
 def _sync_artifacts(client: Any, run_id: str | None, outdir: Path, dry_run: bool) -> int:
@@ -609,27 +672,51 @@ def sync_wandb(
     project: str | None = None,
     dry_run: bool = False,
     wandb_dir: str | None = None,
+    artifacts: bool = True,
     progress: Callable[[SyncResult], None] | None = None,
 ) -> SyncResult:
-    """Replay into the W&B run whose id is the ezpz run id (offline per WANDB_MODE)."""
+    """Replay into the W&B run whose id is the ezpz run id (offline per WANDB_MODE).
+
+    With ``artifacts`` and the run's outdir present, finalize()'s outputs go
+    as the live wandb backend sends them: each PNG as a ``wandb.Image`` under
+    its plot key (``plots/<group>/<stem>``) in the last step's row, each file
+    (``metrics.jsonl``, datasets, ``report.md``, ``ranks.h5``) as an artifact
+    named after the file, of type ``ezpz-output``. What was sent is kept in
+    ``<jsonl>.sync.json`` (size and mtime per file), so a second sync sends
+    none again and a file finalize rewrote goes again.
+    """
     result = SyncResult("wandb")
     state = load_state(info)
     mine = state.get("wandb", {}) if isinstance(state.get("wandb"), dict) else {}
     cursor = int(mine.get("offset", 0))
     last_step = mine.get("last_step")
+    sent_files = mine.get("files", {}) if isinstance(mine.get("files"), dict) else {}
     if cursor > facts.end:
-        cursor, last_step = 0, None
+        cursor, last_step, sent_files = 0, None, {}
     rows = list(iter_rows(info.jsonl, cursor, facts.end))
     rows = [(e, r) for e, r in rows if last_step is None or r[STEP_FIELD] > last_step] or rows[:0]
     result.rows = len(rows)
     result.values_sent = sum(
         1 for _, r in rows for k, v in r.items() if k[0] != "_" and to_float(v) is not None
     )
+    images: list[tuple[str, Path]] = []
+    files: list[Path] = []
+    if artifacts and info.outdir is not None:
+        outdir = info.outdir
+
+        def new(path: Path) -> bool:
+            return sent_files.get(path.relative_to(outdir).as_posix()) != _signature(path)
+
+        images = [(key, png) for key, png in finalize_plots(outdir) if new(png)]
+        files = [path for path in finalize_files(outdir) if new(path)]
+    result.artifacts = len(images) + len(files)
+    result.target = f"wandb run {info.run_id}"
     if dry_run:
-        result.target = f"wandb run {info.run_id}"
         return result
+    if not (rows or images or files) and "offset" in mine and mine.get("state") == facts.state:
+        return result  # nothing new since the last sync: no run to resume at all
     from ezpz.tracker.project_name import wandb_project
-    from ezpz.tracker.wandb_backend import _import_wandb, wandb_disabled
+    from ezpz.tracker.wandb_backend import _ARTIFACT_BAD_CHARS, _import_wandb, wandb_disabled
 
     if wandb_disabled():
         raise SyncError("wandb is disabled by WANDB_DISABLED")
@@ -652,6 +739,16 @@ def sync_wandb(
         raise SyncError(f"wandb: could not start run {info.run_id}: {exc}") from None
     result.target = f"wandb run {info.run_id} ({getattr(run.settings, 'mode', '?')})"
     offset = cursor
+
+    def save() -> None:
+        entry = {
+            "offset": offset,
+            "last_step": last_step,
+            "files": sent_files,
+            "state": facts.state,
+        }
+        save_state(info, {**state, "wandb": entry})
+
     try:
         for end, row in rows:
             values = {k: to_float(v) for k, v in row.items() if k[0] != "_"}
@@ -659,14 +756,30 @@ def sync_wandb(
             offset, last_step = end, row[STEP_FIELD]
             result.requests += 1
             if result.requests % 1000 == 0:
-                save_state(info, {**state, "wandb": {"offset": offset, "last_step": last_step}})
+                save()
+        if images or files:
+            assert info.outdir is not None
+            outdir = info.outdir
+            # finalize logs its images into the held last row; a run whose rows
+            # went in an earlier sync gets them in wandb's next row.
+            media = {key: wandb.Image(str(png), caption=png.stem) for key, png in images}
+            if media and rows:
+                run.log(media, step=last_step)
+            elif media:
+                run.log(media)
+            for path in files:
+                label = _ARTIFACT_BAD_CHARS.sub("-", path.name) or "ezpz-output"
+                artifact = wandb.Artifact(name=label, type="ezpz-output")
+                artifact.add_file(str(path))
+                run.log_artifact(artifact)
+            for path in [png for _, png in images] + files:
+                sent_files[path.relative_to(outdir).as_posix()] = _signature(path)
     finally:
         if facts.state == INTERRUPTED:
             run.finish(exit_code=143)
         else:
             run.finish()
-        if rows:
-            save_state(info, {**state, "wandb": {"offset": offset, "last_step": last_step}})
+        save()
     if progress is not None:
         progress(result)
     return result
@@ -763,7 +876,7 @@ def sync(
                 progress=progress,
             )
         elif name == "wandb":
-            res = sync_wandb(info, facts, project=project, dry_run=dry_run)
+            res = sync_wandb(info, facts, project=project, dry_run=dry_run, artifacts=artifacts)
         else:
             res = sync_csv(info, facts, csv_dir=csv_dir, dry_run=dry_run)
         results.append(res)
