@@ -149,6 +149,8 @@ class RecordingProxy:
         self._held = 0  # matching requests waiting for release()
         self._gate = threading.Event()
         self._gate.set()
+        self._upstream = 0  # forwarded requests still waiting for the server's answer
+        self._idle = threading.Condition(self._lock)
         self._forward_held = True
         proxy = self
 
@@ -188,6 +190,8 @@ class RecordingProxy:
                 conn = http.client.HTTPConnection(
                     proxy.upstream_host, proxy.upstream_port, timeout=60
                 )
+                with proxy._lock:
+                    proxy._upstream += 1
                 try:
                     up_headers = {k: v for k, v in headers.items() if k.lower() != "host"}
                     up_headers["Host"] = f"{proxy.upstream_host}:{proxy.upstream_port}"
@@ -196,6 +200,9 @@ class RecordingProxy:
                     data = resp.read()
                 finally:
                     conn.close()
+                    with proxy._lock:
+                        proxy._upstream -= 1
+                        proxy._idle.notify_all()
                 self.send_response(resp.status)
                 for key, value in resp.getheaders():
                     if key.lower() not in ("transfer-encoding", "connection", "content-length"):
@@ -256,6 +263,15 @@ class RecordingProxy:
         with self._lock:
             self._hold_path, self._held, self._forward_held = None, 0, forward
         self._gate.set()
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Wait until every forwarded request has the server's answer; False on timeout.
+
+        A client killed while its requests were forwarded leaves them running
+        on the server: read the server's state only after this.
+        """
+        with self._idle:
+            return self._idle.wait_for(lambda: self._upstream == 0, timeout)
 
     def __enter__(self) -> RecordingProxy:
         return self.start()

@@ -231,6 +231,8 @@ def test_sync_killed_halfway_then_rerun(server, tmp_path, workers):
         finally:
             proc.wait(timeout=60)
             proxy.release(forward=False)
+        # Requests forwarded before the kill may still be running on the server.
+        assert proxy.wait_idle(), "a forwarded request got no answer from the server"
         bodies = [json.loads(r.body) for r in proxy.recorded() if "log-batch" in r.path]
     # One HTTP request per batch: at most 1000 entities (MLflow's limit counts
     # the tag too); in order, each carries the cursor, so none is split by the

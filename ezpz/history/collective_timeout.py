@@ -96,19 +96,20 @@ def poll_until(
     sleeps with exponential back-off up to ``max_sleep``.
     """
     pending = list(requests)
-    for _ in range(_FREE_SPINS):
-        while pending and pending[-1].Test():
-            pending.pop()
-        if not pending:
-            return
-    spin_until = time.monotonic() + _SPIN_SECONDS
+    spins = 0
+    spin_until = 0.0
     sleep = 1e-5
     while True:
         while pending and pending[-1].Test():
             pending.pop()
         if not pending:
             return
+        spins += 1
+        if spins < _FREE_SPINS:
+            continue
         now = time.monotonic()
+        if spins == _FREE_SPINS:
+            spin_until = now + _SPIN_SECONDS
         if now >= deadline:
             raise CollectiveTimeoutError(message())
         if now > spin_until:

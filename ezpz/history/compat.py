@@ -334,11 +334,7 @@ class HistoryCompat:
             g: plot_group(ds, out, group=g, warmup=left, num_chains=num_chains, title=title)
             for g, ds in datasets.items()
         }
-        if verbose:
-            for g, paths in written.items():
-                logger.info("plot_all: %d plots of group %r in %s", len(paths), g, out)
-        self._compat_report(out, datasets, warmup)
-        return written
+        return self._compat_plotted("plot_all", written, out, datasets, warmup, verbose)
 
     def tplot_all(
         self,
@@ -383,9 +379,21 @@ class HistoryCompat:
             g: plot_group(ds, out, group=g, warmup=left, plot_type=plot_type, append=append)
             for g, ds in datasets.items()
         }
+        return self._compat_plotted("tplot_all", written, out, datasets, warmup, verbose)
+
+    def _compat_plotted(
+        self,
+        name: str,
+        written: dict[str, list[Path]],
+        out: Path,
+        datasets: dict[str, xr.Dataset],
+        warmup: float,
+        verbose: bool,
+    ) -> dict[str, list[Path]]:
+        """After ``plot_all``/``tplot_all``: say what was written (verbose), update the report."""
         if verbose:
             for g, paths in written.items():
-                logger.info("tplot_all: %d plots of group %r in %s", len(paths), g, out)
+                logger.info("%s: %d plots of group %r in %s", name, len(paths), g, out)
         self._compat_report(out, datasets, warmup)
         return written
 

@@ -29,6 +29,7 @@ _isfinite = math.isfinite
 _STEP, _TIME = STEP_FIELD.encode(), TIME_FIELD.encode()
 # The start of a metric line: step and time, before the record's own keys.
 _HEAD = b'{"' + _STEP + b'":%d,"' + _TIME + b'":%b,%b\n'
+_HEAD_ONLY = b'{"' + _STEP + b'":%d,"' + _TIME + b'":%b}\n'  # a record with no keys
 _dumps = orjson.dumps
 
 
@@ -87,11 +88,11 @@ class JsonlWriter:
             clean = False
         if not clean and b"null" in body:
             body = _dumps(_encode_nonfinite_record(record), option=orjson.OPT_SERIALIZE_NUMPY)
+        # orjson's float text round-trips like repr() and is made 5x faster.
         if len(body) > 2:
-            # orjson's float text round-trips like repr() and is made 5x faster.
             line = _HEAD % (step, _dumps(time), memoryview(body)[1:])
         else:
-            line = b'{"%s":%d,"%s":%a}\n' % (_STEP, step, _TIME, time)
+            line = _HEAD_ONLY % (step, _dumps(time))
         try:
             os.write(self._fd, line)
         except OSError as exc:  # disk full, quota: keep training, say so once

@@ -376,12 +376,11 @@ class Reducer:
             shift = np.subtract(mean, self._last)
             np.multiply(shift, self._lin_f, out=shift)
             np.add(shift, mean, out=shift)
-            self._prev = self._last
-            self._last = mean
-            self._shift = shift
         else:
-            self._prev = self._last
-            self._last = self._shift = mean
+            shift = mean
+        self._prev = self._last
+        self._last = mean
+        self._shift = shift
         mean.flags.writeable = False
         return ReduceResult(
             self._layout, {"mean": mean, "max": xmax, "min": xmin, "std": std}, block

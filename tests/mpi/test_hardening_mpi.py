@@ -14,20 +14,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from h5_drivers import DRIVERS
 
 from ezpz.history import History
 
 pytestmark = pytest.mark.mpi
 
 MPI = pytest.importorskip("mpi4py.MPI")
-H5PY_MPI = bool(h5py.get_config().mpi)
-DRIVERS = [
-    pytest.param(
-        "mpio",
-        marks=pytest.mark.skipif(not H5PY_MPI, reason="h5py built without MPI (serial HDF5)"),
-    ),
-    "gather",
-]
 
 BAD_KEY = os.fsdecode(b"file-\xe9")  # a lone surrogate, as from a latin-1 file name
 
