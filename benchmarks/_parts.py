@@ -43,10 +43,7 @@ def time_parts(
         flat, layout = hist._reduce(norm, step)
         t2 = clock()
         layout.append(flat, step, now)
-        if norm.flat_input and hist._reducer is None:
-            record = dict(metrics)
-        else:
-            record = dict(zip(layout.full_keys, layout.select(flat), strict=True))
+        record = dict(metrics) if norm.flat_input and hist._reducer is None else layout.record(flat)
         t3 = clock()
         if jsonl is not None:
             jsonl.write(step, now, record)
@@ -57,7 +54,7 @@ def time_parts(
         if flusher is not None:
             flusher.after_update()
         t6 = clock()
-        summary.format(record, 6)
+        summary.format(record, 6, plain_numbers=True, keys=layout.full_keys)
         t7 = clock()
         hist._num_updates += 1
         ts = (t0, t1, t2, t3, t4, t5, t6, t7)

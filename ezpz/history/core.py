@@ -28,8 +28,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from ezpz import dist
 from ezpz.history.compat import HistoryCompat
 from ezpz.history.jsonl import JsonlWriter
@@ -362,7 +360,7 @@ class History(HistoryCompat):
             # before update() returns, and the tracker queues its own snapshot.
             record = metrics if isinstance(metrics, dict) else dict(metrics)
         else:
-            record = dict(zip(layout.full_keys, layout.select(flat), strict=True))
+            record = layout.record(flat)
         if norm.vectors:
             self._store_vectors(norm, layout, step, now, record)
 
@@ -374,8 +372,12 @@ class History(HistoryCompat):
             self._flush_after_update.after_update()
         if not summarize:
             return ""
-        # Without vectors every value of the record is a Python float or int.
-        return self._summary.format(record, precision, plain_numbers=not norm.vectors)
+        if norm.vectors:
+            return self._summary.format(record, precision)
+        # Without vectors every value of the record is a Python float or int, and
+        # the record holds the layout's keys (or, unreduced, the caller's keys).
+        keys = layout.full_keys if record is not metrics else norm.key_tuple
+        return self._summary.format(record, precision, plain_numbers=True, keys=keys)
 
     def _reduce(self, norm: Normalized, step: int) -> tuple[list[float], Layout]:
         """The flat values to store (raw, then each statistic) and their layout."""
@@ -383,8 +385,9 @@ class History(HistoryCompat):
         flat = norm.scalar_values
         if self._reducer is None:
             return flat, self._layouts.get(raw_keys)
-        result = self._reducer.reduce(raw_keys, np.array(flat, dtype=np.float64), step)
-        layout = self._layouts.get(raw_keys, result.keys, tuple(result.stats))
+        # The list itself: small layouts reduce through Python lists (Reducer._reduce_small).
+        result = self._reducer.reduce(raw_keys, flat, step)
+        layout = self._layouts.get(raw_keys, result.keys, result.suffixes)
         return flat + result.flat_values(), layout
 
     def _store_vectors(

@@ -17,6 +17,9 @@ from typing import Any
 
 from ezpz.history.collective_timeout import wait_all
 
+# Tests of a polled persistent pair before wait_all takes over (each well under 1 µs).
+_QUICK_TESTS = 64
+
 
 class Topology:
     """The communicators one reduction runs over, and the reduce itself."""
@@ -214,18 +217,27 @@ class _PersistentPair:
         self._waitall = MPI.Request.Waitall
 
     def __call__(self, step: int | None, what: str) -> None:
-        self._startall(self.reqs)
+        reqs = self.reqs
+        self._startall(reqs)
         timeout = self._topology.timeout
         if timeout is None:
-            self._waitall(self.reqs)
-        else:  # polled: a deadline, or only so that signal handlers can run (inf)
-            wait_all(
-                self.reqs,
-                deadline=time.monotonic() + timeout,
-                step=step,
-                what=what,
-                comm=self._topology.comm,
-            )
+            self._waitall(reqs)
+            return
+        # Polled: a deadline, or only so that signal handlers can run (inf). A
+        # balanced step completes within a few tests; testing here first keeps
+        # wait_all's set-up off the common path. (A completed persistent request
+        # is inactive, and testing it again answers true at once.)
+        first, second = reqs
+        for _ in range(_QUICK_TESTS):
+            if second.Test() and first.Test():
+                return
+        wait_all(
+            reqs,
+            deadline=time.monotonic() + timeout,
+            step=step,
+            what=what,
+            comm=self._topology.comm,
+        )
 
     def free(self) -> None:
         for req in self.reqs:

@@ -90,7 +90,7 @@ class JsonlWriter:
             body = _dumps(_encode_nonfinite_record(record), option=orjson.OPT_SERIALIZE_NUMPY)
         # orjson's float text round-trips like repr() and is made 5x faster.
         if len(body) > 2:
-            line = _HEAD % (step, _dumps(time), memoryview(body)[1:])
+            line = _HEAD % (step, _dumps(time), body[1:])
         else:
             line = _HEAD_ONLY % (step, _dumps(time))
         try:

@@ -40,8 +40,8 @@ import hashlib
 import json
 import logging
 import math
+import struct
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -72,8 +72,14 @@ _POSITION_CACHE = 64
 # MAX-buffer header: mismatch, fingerprint, -fingerprint, any non-finite, partial key set.
 _H = 5
 _SIGNS = np.array([[1.0], [-1.0]])
+# Layouts up to this many keys take the pure-Python step (Reducer._reduce_small):
+# at a few tens of keys a handful of list comprehensions beat ~16 numpy calls,
+# each with a microsecond of dispatch on arrays this small.
+SMALL_LAYOUT = 32
 _F64 = np.dtype(np.float64)
 _count_nonzero = np.count_nonzero
+_isfinite = math.isfinite
+_sqrt = math.sqrt
 
 
 # -- configuration --------------------------------------------------------------
@@ -108,7 +114,6 @@ def _fingerprint(layout: tuple[str, ...]) -> float:
 # -- results --------------------------------------------------------------------
 
 
-@dataclass(slots=True)
 class ReduceResult:
     """Statistics of one step, identical on every rank.
 
@@ -118,16 +123,51 @@ class ReduceResult:
     every rank), ``nonfinite`` (ranks whose value was NaN/±inf; when there
     was one), ``max_rank``/``min_rank`` (for the keys opted in through
     ``extrema``; NaN for the other keys).
+
+    The reducer's small-layout step hands over the four statistics as one
+    Python list (``flat``); ``stats`` then builds its arrays on first use, so
+    History, which only wants the list, never pays for them.
     """
 
-    keys: tuple[str, ...]
-    stats: dict[str, np.ndarray] = field(default_factory=dict)
-    #: the stats as one ``[len(stats), len(keys)]`` array, rows in ``stats`` order,
-    #: when the reducer produced them that way (the common case); else None
-    block: np.ndarray | None = field(default=None, repr=False, compare=False)
+    __slots__ = ("keys", "_stats", "block", "_flat")
+
+    def __init__(
+        self,
+        keys: tuple[str, ...],
+        stats: dict[str, np.ndarray] | None = None,
+        block: np.ndarray | None = None,
+        *,
+        flat: list[float] | None = None,
+    ) -> None:
+        self.keys = keys
+        self._stats = stats if stats is not None or flat is not None else {}
+        #: the stats as one ``[len(stats), len(keys)]`` array, rows in ``stats`` order,
+        #: when the reducer produced them that way; else None
+        self.block = block
+        self._flat = flat  # mean, max, min, std, each in keys order
+
+    @property
+    def stats(self) -> dict[str, np.ndarray]:
+        if self._stats is None:
+            block = np.array(self._flat, dtype=np.float64).reshape(len(STAT_SUFFIXES), -1)
+            rows = list(block)
+            rows[0].flags.writeable = False  # as the numpy path's mean
+            self.block = block
+            self._stats = dict(zip(STAT_SUFFIXES, rows, strict=True))
+        return self._stats
+
+    @property
+    def suffixes(self) -> tuple[str, ...]:
+        """The statistics present, in ``stats`` order (the four without building arrays)."""
+        return STAT_SUFFIXES if self._stats is None else tuple(self._stats)
+
+    def __repr__(self) -> str:
+        return f"ReduceResult(keys={self.keys!r}, stats={self.stats!r})"
 
     def flat_values(self) -> list[float]:
         """Every statistic as one list: ``stats`` in order, each in ``keys`` order."""
+        if self._flat is not None:
+            return self._flat
         if self.block is not None:
             flat: list[float] = self.block.ravel().tolist()
         elif self.stats:
@@ -193,6 +233,8 @@ class Reducer:
 
         self._MAX, self._SUM = MPI.MAX, MPI.SUM
         self._pair: Any = None
+        #: layouts up to this many keys reduce through Python lists (0: numpy always)
+        self.small_layout = SMALL_LAYOUT
         self._set_layout(())
 
     # -- layout state (identical on every rank) ----------------------------------
@@ -232,6 +274,22 @@ class Reducer:
             [self._index[k] for k in self.extrema if k in self._index], dtype=np.intp
         )
         self._keys_cache: dict[bytes, tuple[str, ...]] = {}
+        # The small-layout step's state as Python lists (see _to_lists/_to_arrays).
+        # (extrema need the numpy path's MAXLOC exchange)
+        self._small = 0 < m <= self.small_layout and not self._extrema_pos.size
+        self._in_lists = False
+        self._shift_l: list[float] = []
+        self._last_l: list[float] = []
+        self._prev_l: list[float] = []
+        self._lin_l: list[float] = []
+        self._pack_sum = struct.Struct(f"{2 * m}d")
+        self._pack_max = struct.Struct(f"{_H + 2 * m}d")
+        # The send buffers' bytes, for the packers (mpi4py sends the arrays themselves).
+        self._sum_bytes = self._sum_send.data.cast("B")
+        self._max_bytes = self._max_send.data.cast("B")
+        self._fp = fp
+        self._s12 = self._sum_recv[: 2 * m]
+        self._rxx_flat = self._max_recv[_H:]
 
     def _make_pair(self) -> None:
         """The two reductions of a step over the current buffers (persistent where MPI has them)."""
@@ -316,11 +374,27 @@ class Reducer:
         """
         if type(keys) is not tuple:
             keys = tuple(keys)
+        if self._small and type(values) is list and keys == self._layout:
+            result = self._reduce_small(keys, values, step)
+            if result is not None:
+                return result
+        self._to_arrays()
         if type(values) is not np.ndarray or values.dtype is not _F64 or values.ndim != 1:
             values = np.asarray(values, dtype=np.float64).reshape(-1)
         if values.shape[0] != len(keys):
             raise ValueError(f"{len(keys)} keys but {values.shape[0]} values")
         x, finite = self._exchange(keys, values, step)
+        return self._complete(keys, values, x, finite, step)
+
+    def _complete(
+        self,
+        keys: tuple[str, ...],
+        values: np.ndarray,
+        x: np.ndarray,
+        finite: Any,
+        step: int | None,
+    ) -> ReduceResult:
+        """The numpy path after the first exchange: layout agreement, then the statistics."""
         # The MAX header as Python floats (one call): mismatch, fp, -fp, nonfinite, partial.
         mismatch, fp, neg_fp, nonfinite, partial = self._max_header.tolist()
         # A key outside the layout on some rank (or, as a guard, ranks whose
@@ -334,6 +408,136 @@ class Reducer:
         if nonfinite == 0.0 and partial == 0.0 and not self._extrema_pos.size:
             return self._finish_fast(x, step)
         return self._finish(x, finite, step)
+
+    # -- the small-layout step (Python lists) -----------------------------------------
+
+    def _reduce_small(
+        self, keys: tuple[str, ...], xs: list[Any], step: int | None
+    ) -> ReduceResult | None:
+        """The step for a layout of up to ``small_layout`` keys, logged in layout order.
+
+        The same arithmetic as :meth:`_pack` and :meth:`_finish_fast`, operation
+        for operation, on Python floats, so the results are the numpy path's bit
+        for bit. Returns None before any collective when this rank's values need
+        the numpy path (NaN/±inf, overflow, values that are not numbers); any
+        other case it cannot finish itself (another rank's new key or non-finite
+        value, a rounding-bound miss, extrema) it hands to the numpy path after
+        the exchange.
+        """
+        if len(xs) != len(keys):
+            return None  # the numpy path raises the error
+        if not self._in_lists:
+            self._to_lists()
+        try:
+            d = [x - s for x, s in zip(xs, self._shift_l, strict=True)]
+            d2 = [v * v for v in d]
+            if not _isfinite(sum(d2)):  # NaN/inf poison the sum, as a square's overflow does
+                return None
+            neg = [-x for x in xs]
+        except (TypeError, OverflowError):
+            return None
+        self._pack_sum.pack_into(self._sum_bytes, 0, *d, *d2)
+        fp = self._fp
+        self._pack_max.pack_into(self._max_bytes, 0, 0.0, fp, -fp, 0.0, 0.0, *xs, *neg)
+        m = len(xs)
+        if self._sum_dirty:
+            self._sum_send[2 * m : 3 * m] = 1.0
+            self._sum_send[3 * m :] = 0.0
+            self._sum_dirty = False
+        self._pair(step, "MAX+SUM")
+        mismatch, fp_r, neg_fp, nonfinite, partial = self._max_header.tolist()
+        if mismatch > 0.0 or fp_r != -neg_fp or nonfinite != 0.0 or partial != 0.0:
+            self._to_arrays()
+            x = np.array(xs, dtype=np.float64)
+            return self._complete(keys, x, x, True, step)
+        s = self._s12.tolist()
+        r = self._rxx_flat.tolist()
+        inv = self._inv_size
+        s1, s2 = s[:m], s[m:]
+        q = [a * inv for a in s1]
+        mean = [a + b for a, b in zip(q, self._shift_l, strict=True)]
+        t = [a * b for a, b in zip(s1, q, strict=True)]
+        keep = self._keep_factor
+        ill = [a > b * keep for a, b in zip(t, s2, strict=True)]
+        if True in ill:
+            # As _fix_ill: a key whose value every rank shares (lr, a counter) gets
+            # its exact mean and std 0; a key with a spread gets re-shifted sums
+            # (one more collective). The division by size, not the product with
+            # 1/size, is _fix_ill's too.
+            m2 = [b - a for a, b in zip(t, s2, strict=True)]
+            spread = []
+            for i in [i for i, flag in enumerate(ill) if flag]:
+                if r[i] == -r[m + i]:
+                    mean[i] = r[i]
+                    m2[i] = 0.0
+                else:
+                    spread.append(i)
+            if spread:
+                self._resum_small(xs, spread, mean, m2, r, step)
+            n = self._size_f
+            std = [_sqrt(max(v, 0.0) / n) for v in m2]
+        else:
+            std = [_sqrt((b - a) * inv) for a, b in zip(t, s2, strict=True)]
+        if self._lin_any:  # as in _finish_fast: mean + (mean - last) for counter-like keys
+            shift = [
+                (a - b) * f + a for a, b, f in zip(mean, self._last_l, self._lin_l, strict=True)
+            ]
+        else:
+            shift = mean
+        self._prev_l = self._last_l
+        self._last_l = mean
+        self._shift_l = shift
+        return ReduceResult(self._layout, None, flat=mean + r[:m] + [-v for v in r[m:]] + std)
+
+    def _resum_small(
+        self,
+        xs: list[Any],
+        spread: list[int],
+        mean: list[float],
+        m2: list[float],
+        r: list[float],
+        step: int | None,
+    ) -> None:
+        """_fix_ill's re-shifted sums for keys ``spread``, on lists (updates mean, m2)."""
+        from mpi4py import MPI
+
+        m, n, k = len(xs), self._size_f, len(spread)
+        shifts = [mean[i] if _isfinite(mean[i]) else 0.5 * r[i] + 0.5 * -r[m + i] for i in spread]
+        d = [xs[i] - c for i, c in zip(spread, shifts, strict=True)]
+        send = np.array(d + [v * v for v in d])
+        recv = np.empty(2 * k)
+        self.topology.allreduce(send, recv, MPI.SUM, step=step, what="SUM (re-shifted)")
+        sums = recv.tolist()
+        lin_mask = self._lin_mask
+        for j, i in enumerate(spread):
+            a, b = sums[j], sums[k + j]
+            q = a / n
+            mu = shifts[j] + q
+            mean[i] = mu
+            m2[i] = b - a * q
+            # As _fix_ill: keep whichever predictor was closer this time.
+            last = self._last_l[i]
+            lin_mask[i] = (
+                abs(mu - (2.0 * last - self._prev_l[i])) < abs(mu - last) and abs(mu) < _LIN_LIMIT
+            )
+        self._set_lin(lin_mask)
+        self._lin_l = self._lin_f.tolist()
+
+    def _to_lists(self) -> None:
+        """The shift state as Python lists: the small-layout step's form."""
+        self._shift_l = self._shift.tolist()
+        self._last_l = self._last.tolist()
+        self._prev_l = self._prev.tolist()
+        self._lin_l = self._lin_f.tolist()
+        self._in_lists = True
+
+    def _to_arrays(self) -> None:
+        """The shift state as arrays again, for the numpy path (after small steps)."""
+        if self._in_lists:
+            self._shift = np.array(self._shift_l, dtype=np.float64)
+            self._last = np.array(self._last_l, dtype=np.float64)
+            self._prev = np.array(self._prev_l, dtype=np.float64)
+            self._in_lists = False
 
     def _exchange(
         self, keys: tuple[str, ...], values: np.ndarray, step: int | None

@@ -346,17 +346,21 @@ class SummaryFormatter:
         precision: int | None = None,
         *,
         plain_numbers: bool = False,
+        keys: tuple[str, ...] | None = None,
     ) -> str:
         """The summary line for one step's ``metrics`` (raw values and stats).
 
         ``plain_numbers=True`` is the caller's promise that every value is a
         Python ``float`` or ``int`` (``History``'s own records): the per-call
-        type check is then skipped. The text is the same either way.
+        type check is then skipped. ``keys``, when given, is the caller's
+        promise that it equals ``tuple(metrics)`` (History passes its layout's
+        key tuple, the same object every step). The text is the same either way.
         """
         if precision is not None and precision != self.precision:
             self._set_precision(precision)
-        keys = tuple(metrics)
-        if keys != self._keys:
+        if keys is None:
+            keys = tuple(metrics)
+        if keys is not self._keys and keys != self._keys:
             self._set_layout(keys)
         if self._plain is not None:
             getter, template = self._plain
@@ -532,11 +536,12 @@ class _FastLine:
         offset = (0, nv, nv + ns)
         # Template arguments come from values + std texts + counter texts, in field order.
         self._order = operator.itemgetter(*[offset[k] + i for k, i in slots])
-        # The fixed-point template takes two arguments per std (decimals, std).
+        # The fixed-point template takes two arguments per std (decimals, std), from
+        # values + every std's decimals + the stds + counter texts.
         order_fixed: list[int] = []
         for k, i in slots:
             if k == 1:
-                order_fixed += [nv + 2 * i, nv + 2 * i + 1]
+                order_fixed += [nv + i, nv + ns + i]
             else:
                 order_fixed.append(i if k == 0 else nv + 2 * ns + i)
         self._order_fixed = operator.itemgetter(*order_fixed)
@@ -563,13 +568,10 @@ class _FastLine:
                 # Every std in format_std's fixed-point range (a NaN that min/max
                 # let through prints "nan" either way): the template formats them,
                 # given the decimals; the bounds are format_std's.
-                stds = tuple(
-                    [
-                        x
-                        for s in stds
-                        for x in (3 if s < 0.0995 else 2 if s < 0.995 else 1 if s < 9.95 else 0, s)
-                    ]
+                decimals = tuple(
+                    [3 if s < 0.0995 else 2 if s < 0.995 else 1 if s < 9.95 else 0 for s in stds]
                 )
+                stds = decimals + stds
                 template, order = self._template_fixed, self._order_fixed
             else:
                 # format_std inlined for the usual range: a bisect picks the decimals.

@@ -394,3 +394,54 @@ def test_timeout_path_gives_same_results(comm, hier):
         check_against_numpy(comm, p, keys, values)
     polled.close()
     blocking.close()
+
+
+def test_small_layout_step_matches_numpy_path_bit_for_bit(comm):
+    """The pure-Python step of small layouts gives the numpy path's results exactly.
+
+    Two reducers see the same inputs; one never takes the small step
+    (``small_layout = 0``). The steps cover what the small step hands back to
+    the numpy path (NaN on one rank, a key one rank skips, a new key, a
+    rounding-bound miss) and what it must carry over (counter-like keys whose
+    shift is extrapolated, replicated values), so the two keep agreeing after
+    every hand-over. Inputs are Python lists, as History passes them.
+    """
+    rank, size = comm.Get_rank(), comm.Get_size()
+    small = make_reducer(comm)
+    numpy_path = make_reducer(comm)
+    numpy_path.small_layout = 0
+    rng = np.random.default_rng(1234 + rank)
+    took_small = 0
+    resums: list[int] = []
+    resum_small = small._resum_small
+    small._resum_small = lambda *a: (resums.append(a[-1]), resum_small(*a))[1]
+    base = ("loss", "lr", "iter", "tokens", "offset")
+    for step in range(60):
+        values = {
+            "loss": float(rng.normal(2.0, 0.3)),
+            "lr": 3e-4,  # replicated: exact mean, zero std
+            "iter": float(step),  # counter: linear extrapolation of the shift
+            "tokens": 1e9 + step * 4096.0 + rank,  # mean >> std
+            "offset": 1e6 * (step // 20) + float(rng.random()),  # jumps: re-shifted sums
+        }
+        if step == 25 and rank == size - 1:
+            values["loss"] = math.nan  # non-finite on one rank only
+        if step == 33 and rank == 0:
+            del values["lr"]  # a key one rank skips
+        if step >= 40:
+            values["late"] = float(rank * step)  # a new key: layout agreement
+        keys = tuple(k for k in (*base, "late") if k in values)
+        xs = [values[k] for k in keys]
+        a = small.reduce(keys, list(xs), step)
+        b = numpy_path.reduce(keys, np.array(xs), step)
+        took_small += a._flat is not None  # the small step finished it itself
+        assert a.keys == b.keys, step
+        for s in ("mean", "max", "min", "std"):
+            assert a.stats[s].tobytes() == b.stats[s].tobytes(), (step, s)
+        assert not a.stats["mean"].flags.writeable
+        check_against_numpy(comm, a, keys, xs)
+    # Most steps really took the small step (the numpy one is the exception).
+    assert took_small > 40
+    assert 20 in resums  # the jump of "offset": re-shifted sums in the small step
+    small.close()
+    numpy_path.close()
