@@ -139,8 +139,10 @@ class ReduceResult:
         *,
         flat: list[float] | None = None,
     ) -> None:
+        if stats is None and flat is None:
+            stats = {}
         self.keys = keys
-        self._stats = stats if stats is not None or flat is not None else {}
+        self._stats = stats  # None: built from ``flat`` on first use
         #: the stats as one ``[len(stats), len(keys)]`` array, rows in ``stats`` order,
         #: when the reducer produced them that way; else None
         self.block = block
@@ -336,9 +338,7 @@ class Reducer:
                 np.multiply(values, _SIGNS, out=self._max_pair)
                 if self._sum_dirty:
                     mx[3] = mx[4] = 0.0
-                    sm[2 * m : 3 * m] = 1.0
-                    sm[3 * m :] = 0.0
-                    self._sum_dirty = False
+                    self._reset_counts(m)
                 return values, True
             x, logged = values, np.ones(m, dtype=bool)
         else:
@@ -363,6 +363,12 @@ class Reducer:
         sm[4 * m :] = nan
         self._sum_dirty = True
         return x, finite
+
+    def _reset_counts(self, m: int) -> None:
+        """SUM counts of a rank that logged every key, all finite (after a general step)."""
+        self._sum_send[2 * m : 3 * m] = 1.0
+        self._sum_send[3 * m :] = 0.0
+        self._sum_dirty = False
 
     # -- the step ------------------------------------------------------------------
 
@@ -441,9 +447,7 @@ class Reducer:
         self._pack_max.pack_into(self._max_bytes, 0, 0.0, fp, -fp, 0.0, 0.0, *xs, *neg)
         m = len(xs)
         if self._sum_dirty:
-            self._sum_send[2 * m : 3 * m] = 1.0
-            self._sum_send[3 * m :] = 0.0
-            self._sum_dirty = False
+            self._reset_counts(m)
         self._pair(step, "MAX+SUM")
         mismatch, fp_r, neg_fp, nonfinite, partial = self._max_header.tolist()
         if mismatch > 0.0 or fp_r != -neg_fp or nonfinite != 0.0 or partial != 0.0:
@@ -499,18 +503,13 @@ class Reducer:
         step: int | None,
     ) -> None:
         """_fix_ill's re-shifted sums for keys ``spread``, on lists (updates mean, m2)."""
-        from mpi4py import MPI
-
-        m, n, k = len(xs), self._size_f, len(spread)
+        m, n = len(xs), self._size_f
         shifts = [mean[i] if _isfinite(mean[i]) else 0.5 * r[i] + 0.5 * -r[m + i] for i in spread]
-        d = [xs[i] - c for i, c in zip(spread, shifts, strict=True)]
-        send = np.array(d + [v * v for v in d])
-        recv = np.empty(2 * k)
-        self.topology.allreduce(send, recv, MPI.SUM, step=step, what="SUM (re-shifted)")
-        sums = recv.tolist()
+        sums_a, sums_b = self._resum(
+            np.array(xs, dtype=np.float64), True, np.array(spread), np.array(shifts), step
+        )
         lin_mask = self._lin_mask
-        for j, i in enumerate(spread):
-            a, b = sums[j], sums[k + j]
+        for j, (i, a, b) in enumerate(zip(spread, sums_a.tolist(), sums_b.tolist(), strict=True)):
             q = a / n
             mu = shifts[j] + q
             mean[i] = mu
