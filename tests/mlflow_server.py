@@ -14,8 +14,8 @@ consumers for GenAI scorer jobs, which tracking never uses) is off unless
 records its method, path, headers and body, so tests can see which headers
 reached the server. ``stop()`` closes its port (connections refused, as for a
 server that went away) and ``start()`` listens on the same port again.
-``hold_after(n, path)`` lets ``n`` requests whose path contains ``path``
-through and holds every later one (recorded, not forwarded) until
+``hold_after(n, path, until=None)`` lets ``n`` requests whose path contains
+``path`` through (and any more until one whose body holds ``until``) and holds every later one (recorded, not forwarded) until
 ``release()``: a client can then be killed at a known point with requests
 in flight, and ``release(forward=False)`` drops the held ones unanswered, as
 if the killed client had never got them out.
@@ -146,6 +146,7 @@ class RecordingProxy:
         self._connections: set[socket.socket] = set()  # open client connections
         self._hold_path: str | None = None
         self._hold_left = 0  # matching requests still let through
+        self._hold_needs: bytes | None = None  # ... and until one with these bytes went
         self._held = 0  # matching requests waiting for release()
         self._gate = threading.Event()
         self._gate.set()
@@ -177,9 +178,14 @@ class RecordingProxy:
                 with proxy._lock:
                     proxy.requests.append(Request(self.command, self.path, headers, body))
                     hold = proxy._hold_path is not None and proxy._hold_path in self.path
-                    if hold and proxy._hold_left > 0:
+                    needs = proxy._hold_needs
+                    if hold and (proxy._hold_left > 0 or (needs is not None and needs in body)):
                         proxy._hold_left -= 1
+                        if needs is not None and needs in body:
+                            proxy._hold_needs = None
                         hold = False
+                    elif hold and needs is not None:
+                        hold = False  # still waiting for the first request with the bytes
                     if hold:
                         proxy._held += 1
                 if hold:
@@ -246,10 +252,16 @@ class RecordingProxy:
             except OSError:
                 pass
 
-    def hold_after(self, n: int, path: str) -> None:
-        """Forward ``n`` more requests whose path contains ``path``; hold the later ones."""
+    def hold_after(self, n: int, path: str, until: bytes | None = None) -> None:
+        """Forward ``n`` more requests whose path contains ``path``; hold the later ones.
+
+        ``until``: keep forwarding past ``n`` until one request whose body holds
+        these bytes has gone through (a marker that concurrent senders may put
+        on any of their requests, in whatever order they arrive).
+        """
         with self._lock:
             self._hold_path, self._hold_left, self._held = path, n, 0
+            self._hold_needs = until
             self._gate.clear()
 
     @property

@@ -206,7 +206,8 @@ def test_sync_killed_halfway_then_rerun(server, tmp_path, workers):
     """SIGKILL mid-sync, rerun: every value once (ordered, and overlapping requests).
 
     The sync goes through a proxy that lets the params request and 6 metric
-    requests reach the server and holds the later ones: the sync is stuck
+    requests (and, with 4 workers, the first carrying the cursor) reach the
+    server and holds the later ones: the sync is stuck
     there with requests in flight, is killed, and the held requests are dropped.
     """
     run_id = f"2026-01-03-120000-cccc{workers}{workers}"
@@ -215,7 +216,10 @@ def test_sync_killed_halfway_then_rerun(server, tmp_path, workers):
     _big_run(path, steps)
     client = _client(server)
     with RecordingProxy(server.url) as proxy:
-        proxy.hold_after(HELD_AFTER, "/runs/log-batch")
+        # With overlapping requests the cursor rides on whichever request is
+        # sent once the first has completed, and threads reach the proxy in any
+        # order: keep forwarding until one carrying the cursor has gone.
+        proxy.hold_after(HELD_AFTER, "/runs/log-batch", until=b"ezpz.sync.offset")
         proc = subprocess.Popen(
             [str(CLI), "sync", str(path), "-b", "mlflow", "--workers", workers],
             env=_env(MLFLOW_TRACKING_URI=proxy.url),
