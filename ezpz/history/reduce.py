@@ -50,6 +50,7 @@ from ezpz._env import env_flag, env_int
 from ezpz.history.collective_timeout import timeout_from_env
 from ezpz.history.hierarchy import Topology
 from ezpz.history.keys import STAT_SUFFIXES
+from ezpz.history.small_step import Finish, Pack, make_small_step
 
 log = logging.getLogger(__name__)
 
@@ -277,21 +278,30 @@ class Reducer:
         )
         self._keys_cache: dict[bytes, tuple[str, ...]] = {}
         # The small-layout step's state as Python lists (see _to_lists/_to_arrays).
-        # (extrema need the numpy path's MAXLOC exchange)
-        self._small = 0 < m <= self.small_layout and not self._extrema_pos.size
         self._in_lists = False
         self._shift_l: list[float] = []
         self._last_l: list[float] = []
         self._prev_l: list[float] = []
         self._lin_l: list[float] = []
-        self._pack_sum = struct.Struct(f"{2 * m}d")
-        self._pack_max = struct.Struct(f"{_H + 2 * m}d")
-        # The send buffers' bytes, for the packers (mpi4py sends the arrays themselves).
-        self._sum_bytes = self._sum_send.data.cast("B")
-        self._max_bytes = self._max_send.data.cast("B")
-        self._fp = fp
         self._s12 = self._sum_recv[: 2 * m]
         self._rxx_flat = self._max_recv[_H:]
+        # pack/finish of the small step, bound to this layout's buffers (None: the
+        # numpy path always; extrema need its MAXLOC exchange). The packers write
+        # the send arrays' bytes (mpi4py sends the arrays themselves).
+        self._small_fns: tuple[Pack, Finish] | None = None
+        if 0 < m <= self.small_layout and not self._extrema_pos.size:
+            self._small_fns = make_small_step(
+                m,
+                pack_sum=struct.Struct(f"{2 * m}d").pack_into,
+                sum_bytes=self._sum_send.data.cast("B"),
+                pack_max=struct.Struct(f"{_H + 2 * m}d").pack_into,
+                max_bytes=self._max_send.data.cast("B"),
+                fp=fp,
+                sums=self._s12,
+                maxes=self._rxx_flat,
+                inv=self._inv_size,
+                keep=self._keep_factor,
+            )
 
     def _make_pair(self) -> None:
         """The two reductions of a step over the current buffers (persistent where MPI has them)."""
@@ -380,8 +390,9 @@ class Reducer:
         """
         if type(keys) is not tuple:
             keys = tuple(keys)
-        if self._small and type(values) is list and keys == self._layout:
-            result = self._reduce_small(keys, values, step)
+        small = self._small_fns
+        if small is not None and type(values) is list and keys == self._layout:
+            result = self._reduce_small(small, keys, values, step)
             if result is not None:
                 return result
         self._to_arrays()
@@ -418,42 +429,58 @@ class Reducer:
     # -- the small-layout step (Python lists) -----------------------------------------
 
     def _reduce_small(
-        self, keys: tuple[str, ...], xs: list[Any], step: int | None
+        self,
+        small: tuple[Pack, Finish],
+        keys: tuple[str, ...],
+        xs: list[Any],
+        step: int | None,
     ) -> ReduceResult | None:
         """The step for a layout of up to ``small_layout`` keys, logged in layout order.
 
         The same arithmetic as :meth:`_pack` and :meth:`_finish_fast`, operation
-        for operation, on Python floats, so the results are the numpy path's bit
-        for bit. Returns None before any collective when this rank's values need
-        the numpy path (NaN/±inf, overflow, values that are not numbers); any
-        other case it cannot finish itself (another rank's new key or non-finite
-        value, a rounding-bound miss, extrema) it hands to the numpy path after
-        the exchange.
+        for operation, on Python floats (straight-line code, :mod:`.small_step`),
+        so the results are the numpy path's bit for bit. Returns None before any
+        collective when this rank's values need the numpy path (NaN/±inf,
+        overflow, values that are not numbers); any other case it cannot finish
+        itself (another rank's new key or non-finite value) it hands to the numpy
+        path after the exchange, and a rounding-guard miss to :meth:`_finish_small_ill`.
         """
         if len(xs) != len(keys):
             return None  # the numpy path raises the error
         if not self._in_lists:
             self._to_lists()
+        pack, finish = small
         try:
-            d = [x - s for x, s in zip(xs, self._shift_l, strict=True)]
-            d2 = [v * v for v in d]
-            if not _isfinite(sum(d2)):  # NaN/inf poison the sum, as a square's overflow does
+            if not pack(xs, self._shift_l):
                 return None
-            neg = [-x for x in xs]
         except (TypeError, OverflowError):
             return None
-        self._pack_sum.pack_into(self._sum_bytes, 0, *d, *d2)
-        fp = self._fp
-        self._pack_max.pack_into(self._max_bytes, 0, 0.0, fp, -fp, 0.0, 0.0, *xs, *neg)
-        m = len(xs)
         if self._sum_dirty:
-            self._reset_counts(m)
+            self._reset_counts(len(xs))
         self._pair(step, "MAX+SUM")
         mismatch, fp_r, neg_fp, nonfinite, partial = self._max_header.tolist()
         if mismatch > 0.0 or fp_r != -neg_fp or nonfinite != 0.0 or partial != 0.0:
             self._to_arrays()
             x = np.array(xs, dtype=np.float64)
             return self._complete(keys, x, x, True, step)
+        done = finish(self._shift_l, self._last_l, self._lin_l if self._lin_any else None)
+        if done is None:
+            return self._finish_small_ill(xs, step)
+        flat, mean, shift = done
+        self._prev_l = self._last_l
+        self._last_l = mean
+        self._shift_l = shift
+        return ReduceResult(self._layout, None, flat=flat)
+
+    def _finish_small_ill(self, xs: list[Any], step: int | None) -> ReduceResult:
+        """A small step where the rounding guard flagged keys: :meth:`_fix_ill` on lists.
+
+        A key whose value every rank shares (lr, a counter) gets its exact mean
+        and std 0; a key with a spread gets re-shifted sums (one more
+        collective). The division by size, not the product with 1/size, is
+        _fix_ill's too.
+        """
+        m = len(xs)
         s = self._s12.tolist()
         r = self._rxx_flat.tolist()
         inv = self._inv_size
@@ -462,26 +489,20 @@ class Reducer:
         mean = [a + b for a, b in zip(q, self._shift_l, strict=True)]
         t = [a * b for a, b in zip(s1, q, strict=True)]
         keep = self._keep_factor
-        ill = [a > b * keep for a, b in zip(t, s2, strict=True)]
-        if True in ill:
-            # As _fix_ill: a key whose value every rank shares (lr, a counter) gets
-            # its exact mean and std 0; a key with a spread gets re-shifted sums
-            # (one more collective). The division by size, not the product with
-            # 1/size, is _fix_ill's too.
-            m2 = [b - a for a, b in zip(t, s2, strict=True)]
-            spread = []
-            for i in [i for i, flag in enumerate(ill) if flag]:
-                if r[i] == -r[m + i]:
-                    mean[i] = r[i]
-                    m2[i] = 0.0
-                else:
-                    spread.append(i)
-            if spread:
-                self._resum_small(xs, spread, mean, m2, r, step)
-            n = self._size_f
-            std = [_sqrt(max(v, 0.0) / n) for v in m2]
-        else:
-            std = [_sqrt((b - a) * inv) for a, b in zip(t, s2, strict=True)]
+        m2 = [b - a for a, b in zip(t, s2, strict=True)]
+        spread = []
+        for i, (a, b) in enumerate(zip(t, s2, strict=True)):
+            if not a > b * keep:
+                continue
+            if r[i] == -r[m + i]:
+                mean[i] = r[i]
+                m2[i] = 0.0
+            else:
+                spread.append(i)
+        if spread:
+            self._resum_small(xs, spread, mean, m2, r, step)
+        n = self._size_f
+        std = [_sqrt(max(v, 0.0) / n) for v in m2]
         if self._lin_any:  # as in _finish_fast: mean + (mean - last) for counter-like keys
             shift = [
                 (a - b) * f + a for a, b, f in zip(mean, self._last_l, self._lin_l, strict=True)

@@ -18,9 +18,10 @@ import logging
 import math
 import operator
 import sys
-from bisect import bisect_right as _bisect
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from ezpz.history.summary_line import Render, make_render
 
 __all__ = [
     "COUNTER_KEYS",
@@ -309,10 +310,8 @@ class SummaryFormatter:
     def __init__(self, precision: int = 6) -> None:
         self._keys: tuple[str, ...] | None = None
         self._layout: list[_Field] = []
-        # For lines of plain ``key=value`` tokens only: (values getter, %-template).
-        self._plain: tuple[Any, str] | None = None
-        # For lines of metric (with or without std) and counter tokens: see _set_layout.
-        self._fast: _FastLine | None = None
+        # Lines of metric (with or without std) and counter tokens: see _set_layout.
+        self._fast: Render | None = None
         self._counter_widths: dict[str, int] = {}
         self._set_precision(precision)
 
@@ -328,17 +327,10 @@ class SummaryFormatter:
     def _set_layout(self, keys: tuple[str, ...]) -> None:
         self._layout = _build_layout(keys)
         self._keys = keys
-        self._plain = None
         self._fast = None
         fields = self._layout
-        if fields and all(f[0] in (_METRIC, _BARE) and f[3] is None for f in fields):
-            # No std, counter or memory token: one %-format call renders the line.
-            labels = [f[1].replace("%", "%%") for f in fields]
-            template = " ".join(f"{label}%.{self.precision}f" for label in labels)
-            getter = operator.itemgetter(*[f[2] for f in fields])
-            self._plain = (getter, template)
-        elif fields and all(f[0] != _MEMORY for f in fields):
-            self._fast = _FastLine(fields, self.precision)
+        if fields and all(f[0] != _MEMORY for f in fields):
+            self._fast = _line_render(fields, self)
 
     def format(
         self,
@@ -362,49 +354,16 @@ class SummaryFormatter:
             keys = tuple(metrics)
         if keys is not self._keys and keys != self._keys:
             self._set_layout(keys)
-        if self._plain is not None:
-            getter, template = self._plain
-            values = getter(metrics)
-            if type(values) is not tuple:
-                values = (values,)
-            if plain_numbers or set(map(type, values)) <= _NUMBER_TYPES:
-                line = self._fill(template, values, values)
-                if line is not None:
-                    return line
-        elif self._fast is not None:
-            fast = self._fast.render(metrics, self, plain_numbers)
-            if fast is not None:
-                return fast
+        if self._fast is not None:
+            line = self._fast(metrics, plain_numbers)
+            if line is not None:
+                return line
         try:
             return self._render_numbers(metrics, self._layout)
         except Exception:
             # A value that is not a plain number (array, tensor, string, None):
             # the tolerant path converts each value; slower, never raises.
             return self._render(metrics, self._layout)
-
-    def _fill(self, template: str, args: tuple[Any, ...], values: tuple[Any, ...]) -> str | None:
-        """``template % args`` when that is the text :func:`format_value` gives ``values``.
-
-        That holds for floats and ints with ``small <= |v| < 1e15`` and for NaN
-        (``values`` are those of ``args`` printed with ``%.<precision>f``). One
-        ``min``/``max`` checks the range; values that may round to zero are
-        caught in the line itself (``=0.000`` / ``=-0.000``), so negative
-        values need no ``abs``. Anything else: None (the general path decides).
-        """
-        if not values:
-            line: str = template % args
-            return line
-        lo, hi = min(values), max(values)
-        # NaN first makes both comparisons false: the general path then decides.
-        if not (lo > -LARGE and hi < LARGE):
-            return None
-        line = template % args
-        if self._small <= lo:
-            return line
-        zero, neg_zero = self._zeros
-        if zero in line or neg_zero in line:
-            return None
-        return line
 
     def _render_numbers(self, metrics: Mapping[str, Any], layout: list[_Field]) -> str:
         """Hot path: every value is a number (float, int, numpy scalar)."""
@@ -483,132 +442,55 @@ class SummaryFormatter:
         return _format_memory(values[0], values[1], values[2], _device_total_gib())
 
 
-class _FastLine:
-    """One ``%``-template for a line of metric (± std) and counter tokens.
+def _line_render(fields: list[_Field], owner: SummaryFormatter) -> Render:
+    """The %-templates of a line of metric (± std) and counter tokens, and its renderer.
 
-    Built once per key tuple. :meth:`render` fetches all values with
-    ``itemgetter``s, checks in bulk that every value is a plain float in the
-    fixed-point range (else returns None: the general path decides), formats
-    the stds and counters, and fills the template with one ``%``; the text is
-    the same as :meth:`SummaryFormatter._render_numbers` gives.
+    Each token is one piece: ``label%.6f`` for a value, ``label%.6f(±%6s)``
+    for a value with its std as text (``%6.*f``, decimals then std, in the
+    fixed-point template), ``label%s`` for a counter's padded text.
     """
-
-    __slots__ = (
-        "_values",
-        "_stds",
-        "_counters",
-        "_labels",
-        "_order",
-        "_template",
-        "_trail",
-        "_order_fixed",
-        "_template_fixed",
+    precision = owner.precision
+    shape: list[str] = []
+    value_keys: list[str] = []
+    std_keys: list[str] = []
+    counter_keys: list[str] = []
+    counter_labels: list[str] = []
+    pieces: list[str] = []
+    fixed: list[str] = []  # the same line with every std in fixed point
+    for kind, label, value_key, std_key, _memory in fields:
+        text = label.replace("%", "%%")
+        if kind == _COUNTER:
+            shape.append("c")
+            counter_keys.append(value_key)
+            counter_labels.append(label)
+            pieces.append(f"{text}%s")
+            fixed.append(f"{text}%s")
+            continue
+        value_keys.append(value_key)
+        if std_key is None:
+            shape.append("v")
+            pieces.append(f"{text}%.{precision}f")
+            fixed.append(f"{text}%.{precision}f")
+        else:
+            shape.append("s")
+            std_keys.append(std_key)
+            pieces.append(f"{text}%.{precision}f(±%{STD_WIDTH}s)")
+            fixed.append(f"{text}%.{precision}f(±%{STD_WIDTH}.*f)")
+    return make_render(
+        "".join(shape),
+        trail=fields[-1][0] == _COUNTER,  # a padded counter last: strip the padding
+        value_keys=value_keys,
+        std_keys=std_keys,
+        counter_keys=counter_keys,
+        counter_labels=counter_labels,
+        template=" ".join(pieces),
+        template_fixed=" ".join(fixed),
+        counter_value=owner._counter_value,
+        small=owner._small,
+        zeros=owner._zeros,
+        large=LARGE,
+        format_std=format_std,
     )
-
-    def __init__(self, fields: list[_Field], precision: int) -> None:
-        value_keys: list[str] = []
-        std_keys: list[str] = []
-        counter_keys: list[str] = []
-        self._labels: list[str] = []
-        slots: list[tuple[int, int]] = []  # (kind of slot, index in its list)
-        pieces: list[str] = []
-        fixed: list[str] = []  # the same line with every std in fixed point (%*.*f)
-        for kind, label, value_key, std_key, _memory in fields:
-            text = label.replace("%", "%%")
-            if kind == _COUNTER:
-                slots.append((2, len(counter_keys)))
-                counter_keys.append(value_key)
-                self._labels.append(label)
-                pieces.append(f"{text}%s")
-                fixed.append(f"{text}%s")
-                continue
-            slots.append((0, len(value_keys)))
-            value_keys.append(value_key)
-            if std_key is None:
-                pieces.append(f"{text}%.{precision}f")
-                fixed.append(f"{text}%.{precision}f")
-            else:
-                slots.append((1, len(std_keys)))
-                std_keys.append(std_key)
-                pieces.append(f"{text}%.{precision}f(±%{STD_WIDTH}s)")
-                fixed.append(f"{text}%.{precision}f(±%{STD_WIDTH}.*f)")
-        nv, ns = len(value_keys), len(std_keys)
-        offset = (0, nv, nv + ns)
-        # Template arguments come from values + std texts + counter texts, in field order.
-        self._order = operator.itemgetter(*[offset[k] + i for k, i in slots])
-        # The fixed-point template takes two arguments per std (decimals, std), from
-        # values + every std's decimals + the stds + counter texts.
-        order_fixed: list[int] = []
-        for k, i in slots:
-            if k == 1:
-                order_fixed += [nv + i, nv + ns + i]
-            else:
-                order_fixed.append(i if k == 0 else nv + 2 * ns + i)
-        self._order_fixed = operator.itemgetter(*order_fixed)
-        self._values = _getter(value_keys)
-        self._stds = _getter(std_keys)
-        self._counters = _getter(counter_keys)
-        self._template = " ".join(pieces)
-        self._template_fixed = " ".join(fixed)
-        self._trail = fields[-1][0] == _COUNTER  # a padded counter last: strip the padding
-
-    def render(
-        self, metrics: Mapping[str, Any], owner: SummaryFormatter, plain_numbers: bool
-    ) -> str | None:
-        values = self._values(metrics)
-        stds = self._stds(metrics)
-        if not plain_numbers:
-            if values and not set(map(type, values)) <= _NUMBER_TYPES:
-                return None
-            if stds and not set(map(type, stds)) <= _NUMBER_TYPES:
-                return None
-        template, order = self._template, self._order
-        if stds:
-            if min(stds) >= 0.00995 and max(stds) < 99.5:
-                # Every std in format_std's fixed-point range (a NaN that min/max
-                # let through prints "nan" either way): the template formats them,
-                # given the decimals; the bounds are format_std's.
-                decimals = tuple(
-                    [3 if s < 0.0995 else 2 if s < 0.995 else 1 if s < 9.95 else 0 for s in stds]
-                )
-                stds = decimals + stds
-                template, order = self._template_fixed, self._order_fixed
-            else:
-                # format_std inlined for the usual range: a bisect picks the decimals.
-                stds = tuple(
-                    [
-                        format(s, _STD_SPECS[_bisect(_STD_BOUNDS, s)])
-                        if 0.00995 <= s < 99.5
-                        else format_std(s)
-                        for s in stds
-                    ]
-                )
-        counters = self._counters(metrics)
-        if counters:
-            if not set(map(type, counters)) <= _NUMBER_TYPES:
-                return None
-            counters = tuple(map(owner._counter_value, self._labels, counters))
-        args = order(values + stds + counters)
-        line = owner._fill(template, args if type(args) is tuple else (args,), values)
-        if line is None:
-            return None
-        return line.rstrip() if self._trail else line
-
-
-_NUMBER_TYPES = frozenset((float, int))
-# format_std's fixed-point range, as bisect bounds: index 1..4 -> decimals 3..0.
-_STD_BOUNDS = (0.00995, 0.0995, 0.995, 9.95, 99.5)
-_STD_SPECS = ("", ".3f", ".2f", ".1f", ".0f", "")
-
-
-def _getter(keys: list[str]) -> Any:
-    """``mapping -> tuple of mapping[k] for k in keys`` (a tuple even for 0 or 1 key)."""
-    if not keys:
-        return lambda _m: ()
-    if len(keys) == 1:
-        key = keys[0]
-        return lambda m: (m[key],)
-    return operator.itemgetter(*keys)
 
 
 def _number(v: Any) -> float:
