@@ -9,7 +9,7 @@ every variant alike):
 Measures on every rank, reports rank 0 (and the slowest rank's median):
   * ``History.update()`` with 10 float metrics (statistics on, JSONL on rank 0,
     summary string, no backend), and the same with ``summarize=False``;
-  * ``Reducer.reduce()`` alone;
+  * ``Reducer.reduce()`` alone, given a list of floats as History gives it;
   * the raw cost of the same two packed ``Allreduce`` calls (MAX then SUM) on
     float64 buffers of the sizes the reducer uses, and of the same pair issued
     as two ``Iallreduce`` + one ``Waitall`` (how the reducer issues them);
@@ -88,7 +88,7 @@ def bench_reducer(reducer, calls: int, rng: np.random.Generator, start: int) -> 
     keys = tuple(KEYS)
     out = []
     for i in range(calls):
-        values = rng.random(len(keys))
+        values = rng.random(len(keys)).tolist()  # as History passes them
         t0 = clock()
         reducer.reduce(keys, values, start + i)
         out.append(clock() - t0)

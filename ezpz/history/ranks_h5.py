@@ -3,10 +3,16 @@
 Every rank's own store holds its raw values. They reach one file in two ways:
 
 * **periodic flushes** from ``update()`` (every ``EZPZ_RANKS_FLUSH_EVERY``
-  updates, default 1000): ``update()`` is collective, so every rank is there,
-  and each writes the rows it logged since the last flush into a staging file
-  ``{report_dir}/{run_id}-ranks.h5``. Nothing is buffered beyond the store,
-  so memory stays bounded by the flush interval.
+  updates, default 1000, and no more often than every
+  ``EZPZ_RANKS_FLUSH_SECONDS``, default 10 s when ``EZPZ_RANKS_FLUSH_EVERY``
+  is not set): ``update()`` is collective, so every rank is there, and each
+  writes the rows it logged since the last flush into a staging file
+  ``{report_dir}/{run_id}-ranks.h5``. Nothing is buffered beyond the store.
+  A flush costs milliseconds (HDF5 open, write, close), so a loop of
+  microsecond steps would spend a fifth of its time in flushes of 1000
+  steps; the time floor stretches the interval instead. Rank 0 measures the
+  last interval and proposes the next one in the flush's own ``allgather``,
+  so every rank agrees without another collective.
 * **the final flush** in ``finalize()``, when every rank calls it.
 
 A flush writes through h5py's ``mpio`` driver when h5py is built with MPI
@@ -32,7 +38,9 @@ Layout: see docs/finalize.md (``/{group}/{metric}`` float64 ``[rank, draw]``,
 from __future__ import annotations
 
 import logging
+import math
 import shutil
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -54,9 +62,12 @@ logger = logging.getLogger(__name__)
 _Mine = dict[str, tuple[list[str], int, int]]
 
 FLUSH_EVERY_ENV = "EZPZ_RANKS_FLUSH_EVERY"
+FLUSH_SECONDS_ENV = "EZPZ_RANKS_FLUSH_SECONDS"
 DRIVER_ENV = "EZPZ_RANKS_H5_DRIVER"  # "auto" (default), "mpio" or "gather"
 DEFAULT_FLUSH_EVERY = 1000
+DEFAULT_FLUSH_SECONDS = 10.0  # when EZPZ_RANKS_FLUSH_EVERY is not set
 RANKS_FILE = "ranks.h5"
+_FLUSH_BYTES = 64 << 20  # a stretched interval's rows of all ranks stay under this
 UNPREFIXED_GROUP = "history"
 _CHUNK = 4096  # draws per chunk: one rank's row in one chunk, never shared
 
@@ -221,8 +232,11 @@ class RankFlusher:
         self._parent = comm  # History's communicator: Dup'ed at the first update
         self.comm: Any = None  # the private Dup (None until the first, collective, update)
         self.every = DEFAULT_FLUSH_EVERY
+        self.seconds = 0.0  # the time floor between periodic flushes (0: none)
         self.path: Path | None = None
         self.updates = 0
+        self.due = DEFAULT_FLUSH_EVERY  # the update count of the next periodic flush
+        self._last_flush = (0, 0.0)  # (updates, time.monotonic()) at the last periodic flush
         self.flushed: dict[str, int] = {}  # group -> rows of this rank already in the file
         self.plan = _Plan()
         self.driver = "gather"
@@ -235,11 +249,12 @@ class RankFlusher:
         if self.comm is None:
             self._setup()
         self.updates += 1
-        if self.every and self.updates % self.every == 0:
+        if self.every and self.updates >= self.due:
             try:
                 self.flush(final=False)
             except Exception:  # a failing flush must never stop training
                 logger.exception("ranks.h5: periodic flush failed; finalize() will retry")
+                self.due = max(self.due, self.updates + self.every)
 
     def close(self) -> None:
         """Free the private communicator (History.close calls it; safe twice)."""
@@ -259,12 +274,37 @@ class RankFlusher:
         settings = None
         if self.comm.Get_rank() == 0:
             every = int(env_float(FLUSH_EVERY_ENV, DEFAULT_FLUSH_EVERY, minimum=0.0))
+            # An interval the user set in updates is kept exactly, unless a time floor is set too.
+            floor = 0.0 if env_str(FLUSH_EVERY_ENV) else DEFAULT_FLUSH_SECONDS
+            seconds = env_float(FLUSH_SECONDS_ENV, floor, minimum=0.0)
             path = Path(self.run.report_dir).resolve() / f"{self.run.run_id}-ranks.h5"
-            settings = (every, str(path), _driver_wanted())
-        every, path, driver = timed_bcast(self.comm, settings, "ranks.h5 settings (bcast)")
+            settings = (every, seconds, str(path), _driver_wanted())
+        every, seconds, path, driver = timed_bcast(self.comm, settings, "ranks.h5 settings (bcast)")
         # Every rank must support the driver rank 0 picked, or all gather.
         ok = self.comm.allreduce(driver != "mpio" or mpio_available(), op=_mpi().LAND)
         self.every, self.path, self.driver = every, Path(path), driver if ok else "gather"
+        self.seconds, self.due = seconds, every
+        self._last_flush = (self.updates, time.monotonic())
+
+    def _next_interval(self, mine: _Mine) -> int:
+        """Rank 0's proposal: updates until the next periodic flush.
+
+        ``every``, stretched so that at the last interval's pace the next flush
+        comes no sooner than ``seconds`` from now, at most 100x per flush (one
+        fast stretch, a warm-up, cannot set it for good) and at most what keeps
+        a flush's rows of all ranks under ``_FLUSH_BYTES`` (the gather path
+        holds them on rank 0 at once).
+        """
+        updates, since = self._last_flush
+        now = time.monotonic()
+        self._last_flush = (self.updates, now)
+        steps, elapsed = self.updates - updates, now - since
+        if not self.seconds or steps <= 0 or elapsed >= self.seconds:
+            return self.every
+        stretch = min(self.seconds / max(elapsed, 1e-9), 100.0)
+        columns = sum(len(names) + 2 for names, _start, _n in mine.values())  # + step, time
+        row_bytes = 8 * max(columns, 1) * self.run.world_size
+        return max(self.every, min(math.ceil(steps * stretch), _FLUSH_BYTES // row_bytes))
 
     # -- finalize ---------------------------------------------------------------
     def write_final(self, dest: Path, all_ranks: bool | None) -> Path | None:
@@ -292,7 +332,11 @@ class RankFlusher:
         mine = {}
         for gname, g in self.store.groups.items():
             mine[gname] = (_raw_names(g), self.flushed.get(gname, 0), len(g))
-        everyone = comm.allgather(mine)
+        proposal = None if final or comm.Get_rank() != 0 else self._next_interval(mine)
+        shared = comm.allgather((mine, proposal))
+        everyone = [meta for meta, _ in shared]
+        if not final:  # everyone takes rank 0's proposal: the next flush stays collective
+            self.due = self.updates + (shared[0][1] or self.every)
         widths: dict[str, int] = {}
         for meta in everyone:
             for gname, (names, _start, n) in meta.items():

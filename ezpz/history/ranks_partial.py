@@ -9,7 +9,8 @@ files into the run's staging file ``{report_dir}/{run_id}-ranks.h5`` before
 it continues flushing there. ``finalize()`` then publishes one ``ranks.h5``
 holding every rank's values of every segment. What is lost is only what a
 SIGKILL (or a node failure) took before the next periodic flush: at most
-``EZPZ_RANKS_FLUSH_EVERY`` steps (default 1000) of the ranks other than 0
+``EZPZ_RANKS_FLUSH_EVERY`` steps (default 1000), or with fast steps the last
+``EZPZ_RANKS_FLUSH_SECONDS`` (default 10 s), of the ranks other than 0
 (rank 0's raw values are in the JSONL and are restored from there).
 """
 

@@ -124,6 +124,62 @@ def test_periodic_flush_bounds_what_is_unwritten(tmp_path, monkeypatch, driver):
     _finish(hist)
 
 
+def _staging_rows(shared: Path, hist: History) -> list[int]:
+    MPI.COMM_WORLD.Barrier()
+    rows: list[int] = []
+    if hist.rank == 0:
+        with h5py.File(shared / "hist" / f"{hist.run_id}-ranks.h5", "r") as f:
+            rows = f["history/rows"][:].tolist()
+    return MPI.COMM_WORLD.bcast(rows)
+
+
+def test_time_floor_stretches_the_flush_interval_on_every_rank(tmp_path, monkeypatch):
+    """Fast steps: after the first flush the interval grows (rank 0's proposal, agreed)."""
+    monkeypatch.setenv("EZPZ_RANKS_FLUSH_SECONDS", "3600")
+    shared = _shared_dir(tmp_path)
+    hist = _history(shared, monkeypatch, "gather", every=4)
+    for i in range(4):
+        hist.update({"loss": float(i)}, step=i)
+    assert _staging_rows(shared, hist) == [4] * hist.world_size  # the first flush, on time
+    flusher = hist._rank_flusher
+    assert flusher.seconds == 3600.0
+    # Microsecond steps against an hour: stretched to its cap (100x), identical everywhere.
+    assert flusher.due == 4 + 400
+    assert MPI.COMM_WORLD.allgather(flusher.due) == [flusher.due] * hist.world_size
+    for i in range(4, 40):
+        hist.update({"loss": float(i)}, step=i)
+    assert _staging_rows(shared, hist) == [4] * hist.world_size  # not flushed again
+    if hist.rank == 0:  # a wide layout: the interval stays small enough for rank 0's memory
+        wide = {"g": ([f"c{i}" for i in range(100_000)], 0, 0)}
+        proposal = flusher._next_interval(wide)
+        assert 4 <= proposal < 36 * 100  # the time floor alone would give 3600
+        assert proposal * 100_002 * 8 * hist.world_size <= 64 << 20
+    _finish(hist)
+
+
+def test_an_interval_set_in_updates_is_kept(tmp_path, monkeypatch):
+    """EZPZ_RANKS_FLUSH_EVERY alone: no time floor, a flush every N updates."""
+    monkeypatch.delenv("EZPZ_RANKS_FLUSH_SECONDS", raising=False)
+    shared = _shared_dir(tmp_path)
+    hist = _history(shared, monkeypatch, "gather", every=4)
+    for i in range(12):
+        hist.update({"loss": float(i)}, step=i)
+    assert hist._rank_flusher.seconds == 0.0
+    assert hist._rank_flusher.due == 16
+    assert _staging_rows(shared, hist) == [12] * hist.world_size
+    _finish(hist)
+
+
+def test_default_interval_has_a_time_floor(tmp_path, monkeypatch):
+    monkeypatch.delenv("EZPZ_RANKS_FLUSH_EVERY", raising=False)
+    monkeypatch.delenv("EZPZ_RANKS_FLUSH_SECONDS", raising=False)
+    shared = _shared_dir(tmp_path)
+    hist = History(report_dir=shared / "hist", backends="none")
+    hist.update({"loss": 1.0}, step=0)
+    assert (hist._rank_flusher.every, hist._rank_flusher.seconds) == (1000, 10.0)
+    _finish(hist)
+
+
 @pytest.mark.parametrize("driver", DRIVERS)
 def test_ranks_with_different_keys(tmp_path, monkeypatch, driver):
     shared = _shared_dir(tmp_path)
