@@ -9,6 +9,7 @@ step instead.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -28,6 +29,8 @@ _MAX_SLEEP = 5e-3
 # Waits without a deadline that are polled only so that signal handlers can run
 # (Reducer.make_interruptible) sleep less: their latency is the training step's.
 _INTERRUPTIBLE_MAX_SLEEP = 2e-4
+# Give the CPU to another runnable process (not on every platform: then a no-op).
+_yield: Callable[[], Any] = getattr(os, "sched_yield", lambda: None)
 
 
 class CollectiveTimeoutError(TimeoutError):
@@ -92,8 +95,12 @@ def poll_until(
     Each request is tested on its own (``Test``, never ``Testall``: MPICH 5.0
     reports MPI_ERR_IN_STATUS from ``Testall`` on persistent collectives).
     The first ``_FREE_SPINS`` tests read no clock: a balanced collective
-    completes within them. Then it polls tightly for ``_SPIN_SECONDS`` and
-    sleeps with exponential back-off up to ``max_sleep``.
+    completes within them. Then it polls for ``_SPIN_SECONDS``, yielding the
+    CPU between tests, and sleeps with exponential back-off up to
+    ``max_sleep``. The yield costs a syscall when the core is otherwise idle;
+    with more ranks than cores it lets the rank being waited for run at once
+    instead of after this one's time slice (4 ranks on 2 cores: ~2.6 ms per
+    update without it, ~0.2 ms with it).
     """
     pending = list(requests)
     spins = 0
@@ -112,6 +119,8 @@ def poll_until(
             spin_until = now + _SPIN_SECONDS
         if now >= deadline:
             raise CollectiveTimeoutError(message())
-        if now > spin_until:
+        if now <= spin_until:
+            _yield()
+        else:
             time.sleep(sleep)
             sleep = min(sleep * 2, max_sleep)
