@@ -5,11 +5,12 @@ counter tokens (``iter=180``) is, per step, a dozen checks and one ``%``
 over its values. Written as generic code those checks are ``min``/``max``
 passes, comprehensions and tuple shuffles that cost as much as the ``%``
 itself; written out per token, with every value in a local variable, they
-cost a third. That code depends only on the line's *shape* — the kinds of
-its tokens in order (``"s"``: value ± std, ``"v"``: value, ``"c"``:
-counter) — so it is generated once per shape and compiled (as
-:mod:`dataclasses` builds its methods); each key tuple then binds its keys
-and templates into a closure.
+cost half (the 10-metric line with stds: 4.2 µs against 5.4). That code
+depends only on the line's *shape* — the kinds of its tokens in order
+(``"s"``: value ± std, ``"v"``: value, ``"c"``: counter) — so it is
+generated once per shape and compiled (as :mod:`dataclasses` builds its
+methods: ~2 ms for 10 tokens, ~50 ms for 200, once); each key tuple then
+binds its keys and templates into a closure.
 
 ``render(metrics, plain_numbers) -> str | None`` gives the text
 ``SummaryFormatter._render_numbers`` would give, or None when some value is
