@@ -8,7 +8,9 @@ every variant alike):
 
 Measures on every rank, reports rank 0 (and the slowest rank's median):
   * ``History.update()`` with 10 float metrics (statistics on, JSONL on rank 0,
-    summary string, no backend), and the same with ``summarize=False``;
+    summary string, no backend), and the same with ``summarize=False``; and,
+    for information, with ``iter`` and a learning-rate schedule added (values
+    every rank shares, that change every step);
   * ``Reducer.reduce()`` alone, given a list of floats as History gives it;
   * the raw cost of the same two packed ``Allreduce`` calls (MAX then SUM) on
     float64 buffers of the sizes the reducer uses, and of the same pair issued
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import tempfile
 import time
@@ -96,11 +99,19 @@ def bench_reducer(reducer, calls: int, rng: np.random.Generator, start: int) -> 
 
 
 def bench_history(
-    hist, calls: int, rng: np.random.Generator, start: int, summarize: bool = True
+    hist,
+    calls: int,
+    rng: np.random.Generator,
+    start: int,
+    summarize: bool = True,
+    training: bool = False,
 ) -> list[int]:
     out = []
     for i in range(calls):
         metrics = dict(zip(KEYS, rng.random(len(KEYS)).tolist(), strict=True))
+        if training:  # as a training loop logs them: a counter, a learning-rate schedule
+            metrics["iter"] = float(start + i)
+            metrics["lr"] = 3e-4 * math.cos((start + i) / 5000)
         t0 = clock()
         hist.update(metrics, step=start + i, summarize=summarize)
         out.append(clock() - t0)
@@ -124,6 +135,7 @@ def main() -> None:
     tmpdir = world.bcast(tempfile.mkdtemp(prefix="ezpz-bench-") if rank == 0 else None)
     tmp = Path(tmpdir)
     hist = History(report_dir=tmp, backends="none", report_enabled=False)
+    training_hist = History(report_dir=tmp, backends="none", report_enabled=False)
     assert hist.distributed, "run under mpiexec -n 2 or more"
     reducer = Reducer(comm)
     per = max(args.calls // args.rounds, 1)
@@ -131,6 +143,7 @@ def main() -> None:
     bench_raw(comm, 200)
     bench_reducer(reducer, 200, rng, 0)
     bench_history(hist, 200, rng, 0)
+    bench_history(training_hist, 200, rng, 0, training=True)
     names = (
         "raw 2x Allreduce (MAX+SUM)",
         "raw Iallreduce pair+Waitall",
@@ -138,6 +151,7 @@ def main() -> None:
         "Reducer.reduce",
         "History.update (stats on)",
         "update(summarize=False)",
+        "update(+iter, lr schedule)",
     )
     samples: dict[str, list[int]] = {n: [] for n in names}
     best: dict[str, float] = dict.fromkeys(names, float("inf"))  # least-disturbed round
@@ -156,6 +170,9 @@ def main() -> None:
         world.Barrier()
         got[names[5]] = bench_history(hist, per, rng, step, summarize=False)
         step += per
+        world.Barrier()
+        got[names[6]] = bench_history(training_hist, per, rng, step, training=True)
+        step += per
         med = {n: _stats(xs)[0] for n, xs in got.items()}
         round_ratios.append(med[names[4]] / (med[names[0]] + med[names[2]]))
         for n, xs in got.items():
@@ -171,6 +188,7 @@ def main() -> None:
             parts.setdefault(name, []).extend(xs)
         step += per
     hist.close()
+    training_hist.close()
     reducer.close()
 
     rows = {n: _stats(xs) for n, xs in samples.items()}

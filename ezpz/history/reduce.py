@@ -299,7 +299,7 @@ class Reducer:
                 fp=fp,
                 sums=self._s12,
                 maxes=self._rxx_flat,
-                inv=self._inv_size,
+                size=self._size_f,
                 keep=self._keep_factor,
             )
 
@@ -443,7 +443,8 @@ class Reducer:
         collective when this rank's values need the numpy path (NaN/±inf,
         overflow, values that are not numbers); any other case it cannot finish
         itself (another rank's new key or non-finite value) it hands to the numpy
-        path after the exchange, and a rounding-guard miss to :meth:`_finish_small_ill`.
+        path after the exchange, and a key that needs re-shifted sums to
+        :meth:`_finish_small_ill`.
         """
         if len(xs) != len(keys):
             return None  # the numpy path raises the error
@@ -473,7 +474,7 @@ class Reducer:
         return ReduceResult(self._layout, None, flat=flat)
 
     def _finish_small_ill(self, xs: list[Any], step: int | None) -> ReduceResult:
-        """A small step where the rounding guard flagged keys: :meth:`_fix_ill` on lists.
+        """A small step where the rounding guard flagged a key with a spread: :meth:`_fix_ill` on lists.
 
         A key whose value every rank shares (lr, a counter) gets its exact mean
         and std 0; a key with a spread gets re-shifted sums (one more

@@ -25,8 +25,11 @@ TypeError (or OverflowError for an int beyond float64), as arithmetic on it does
 receive buffers after the exchange: ``flat`` is mean, max, min and std in key
 order; ``mean`` the means alone; ``next_shift`` the next step's shift
 (``mean + (mean - last) * lin`` when ``lin`` is given: counter-like keys).
-None when the rounding guard flags some key (``M2 = S2 - S1²/n`` lost too
-many digits): the caller's general code handles that rare step.
+When the rounding guard flags a key (``M2 = S2 - S1²/n`` lost too many
+digits) whose value every rank shares — a learning rate on a schedule, a
+counter — its mean is that value and its std 0, as ``Reducer._fix_ill``
+makes them; when it flags a key whose values differ, None: that step needs
+re-shifted sums (another collective), the caller's general code.
 """
 
 from __future__ import annotations
@@ -53,7 +56,8 @@ def _source(m: int) -> str:
     n = range(m)
     xs, ss = _names("x", m), _names("s", m)
     lines = [
-        "def factory(pack_sum, sum_bytes, pack_max, max_bytes, fp, sums, maxes, inv, keep):",
+        "def factory(pack_sum, sum_bytes, pack_max, max_bytes, fp, sums, maxes, size, keep):",
+        "    inv = 1.0 / size",
         "    neg_fp = -fp",
         "",
         "    def pack(xs, shift):",
@@ -74,11 +78,31 @@ def _source(m: int) -> str:
         f"        {ss}, = shift",
         *(f"        q{i} = a{i} * inv" for i in n),
         *(f"        t{i} = a{i} * q{i}" for i in n),
-        f"        if {' or '.join(f't{i} > b{i} * keep' for i in n)}:",
-        "            return None",
         f"        {_names('r', 2 * m)}, = maxes.tolist()",
         *(f"        u{i} = q{i} + s{i}" for i in n),
-        f"        flat = [{_names('u', m)}, {_names('r', m)}, "
+        # The rounding guard: M2 = S2 - S1²/n lost too many digits for some key.
+        f"        if {' or '.join(f't{i} > b{i} * keep' for i in n)}:",
+        # A key every rank logged the same value of (lr on a schedule, a counter)
+        # is exact: mean = max, std 0. A key with a spread needs re-shifted sums.
+        # As _fix_ill, the other keys' stds are sqrt(max(M2, 0) / n): M2 >= 0 (or
+        # NaN) for a key the guard let pass, so max() is left out.
+        *(
+            line
+            for i in n
+            for line in (
+                f"            if t{i} > b{i} * keep:",
+                f"                if r{i} != -r{m + i}:",
+                "                    return None",
+                f"                u{i} = r{i}",
+                f"                z{i} = 0.0",
+                "            else:",
+                f"                z{i} = sqrt((b{i} - t{i}) / size)",
+            )
+        ),
+        f"            flat = [{_names('u', m)}, {_names('r', m)}, "
+        f"{', '.join(f'-r{m + i}' for i in n)}, {_names('z', m)}]",
+        "        else:",
+        f"            flat = [{_names('u', m)}, {_names('r', m)}, "
         f"{', '.join(f'-r{m + i}' for i in n)}, "
         f"{', '.join(f'sqrt((b{i} - t{i}) * inv)' for i in n)}]",
         f"        mean = [{_names('u', m)}]",
@@ -103,7 +127,7 @@ def make_small_step(
     fp: float,
     sums: Any,
     maxes: Any,
-    inv: float,
+    size: float,
     keep: float,
 ) -> tuple[Pack, Finish]:
     """``pack`` and ``finish`` for a layout of ``m`` keys (``m`` >= 1).
@@ -112,7 +136,7 @@ def make_small_step(
     first ``2m`` doubles and of the MAX buffer; ``sum_bytes``/``max_bytes``:
     those buffers as bytes; ``fp``: the layout's fingerprint; ``sums``: the
     SUM receive buffer's first ``2m`` doubles (Σd, Σd²); ``maxes``: the MAX
-    receive buffer after its header (max x, max -x); ``inv``: 1/size;
+    receive buffer after its header (max x, max -x); ``size``: the ranks;
     ``keep``: the rounding guard's factor.
     """
     factory = _FACTORIES.get(m)
@@ -122,4 +146,4 @@ def make_small_step(
         namespace: dict[str, Any] = {"isfinite": math.isfinite, "sqrt": math.sqrt}
         exec(compile(_source(m), f"<ezpz small step m={m}>", "exec"), namespace)
         factory = _FACTORIES[m] = namespace["factory"]
-    return factory(pack_sum, sum_bytes, pack_max, max_bytes, fp, sums, maxes, inv, keep)
+    return factory(pack_sum, sum_bytes, pack_max, max_bytes, fp, sums, maxes, size, keep)

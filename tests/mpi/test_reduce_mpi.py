@@ -415,7 +415,10 @@ def test_small_layout_step_matches_numpy_path_bit_for_bit(comm):
     resums: list[int] = []
     resum_small = small._resum_small
     small._resum_small = lambda *a: (resums.append(a[-1]), resum_small(*a))[1]
-    base = ("loss", "lr", "iter", "tokens", "offset")
+    ill_small = small._finish_small_ill
+    ill_steps: list[int] = []
+    small._finish_small_ill = lambda xs, step: (ill_steps.append(step), ill_small(xs, step))[1]
+    base = ("loss", "lr", "iter", "tokens", "offset", "sched")
     for step in range(60):
         values = {
             "loss": float(rng.normal(2.0, 0.3)),
@@ -423,6 +426,7 @@ def test_small_layout_step_matches_numpy_path_bit_for_bit(comm):
             "iter": float(step),  # counter: linear extrapolation of the shift
             "tokens": 1e9 + step * 4096.0 + rank,  # mean >> std
             "offset": 1e6 * (step // 20) + float(rng.random()),  # jumps: re-shifted sums
+            "sched": 1e-3 * math.cos(step / 7),  # replicated, off the shift every step
         }
         if step == 25 and rank == size - 1:
             values["loss"] = math.nan  # non-finite on one rank only
@@ -443,5 +447,7 @@ def test_small_layout_step_matches_numpy_path_bit_for_bit(comm):
     # Most steps really took the small step (the numpy one is the exception).
     assert took_small > 40
     assert 20 in resums  # the jump of "offset": re-shifted sums in the small step
+    # "sched" trips the rounding guard every step, yet only the jumps need the list code.
+    assert 0 < len(ill_steps) <= 5, ill_steps
     small.close()
     numpy_path.close()
