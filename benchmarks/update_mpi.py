@@ -111,7 +111,7 @@ def bench_history(
         metrics = dict(zip(KEYS, rng.random(len(KEYS)).tolist(), strict=True))
         if training:  # as a training loop logs them: a counter, a learning-rate schedule
             metrics["iter"] = float(start + i)
-            metrics["lr"] = 3e-4 * math.cos((start + i) / 5000)
+            metrics["lr"] = 3e-4 * (0.55 + 0.45 * math.cos((start + i) / 20000))
         t0 = clock()
         hist.update(metrics, step=start + i, summarize=summarize)
         out.append(clock() - t0)

@@ -135,7 +135,7 @@ class Topology:
 
         The buffers must stay the same objects for the runner's life. Flat
         topologies get MPI-4 persistent collectives (``Allreduce_init``) set up
-        once, so a step is one ``Startall`` and one wait, without per-call
+        once, so a step is two ``Start`` calls and one wait, without per-call
         buffer parsing or request creation. The wait follows ``self.timeout``
         at each call: blocking without one, polled (``Test`` per request) with
         one, ``math.inf`` included (``Reducer.make_interruptible``).
@@ -206,19 +206,21 @@ class Topology:
 class _PersistentPair:
     """Two persistent ``Allreduce`` requests started and completed together."""
 
-    __slots__ = ("reqs", "_topology", "_startall", "_waitall")
+    __slots__ = ("reqs", "_topology", "_waitall")
 
     def __init__(self, reqs: list[Any], topology: Topology) -> None:
         from mpi4py import MPI
 
         self.reqs = reqs
         self._topology = topology
-        self._startall = MPI.Prequest.Startall
         self._waitall = MPI.Request.Waitall
 
     def __call__(self, step: int | None, what: str) -> None:
         reqs = self.reqs
-        self._startall(reqs)
+        first, second = reqs
+        # Two Starts: Startall converts the list to a request array on every call.
+        first.Start()
+        second.Start()
         timeout = self._topology.timeout
         if timeout is None:
             self._waitall(reqs)
@@ -227,7 +229,6 @@ class _PersistentPair:
         # balanced step completes within a few tests; testing here first keeps
         # wait_all's set-up off the common path. (A completed persistent request
         # is inactive, and testing it again answers true at once.)
-        first, second = reqs
         for _ in range(_QUICK_TESTS):
             if second.Test() and first.Test():
                 return

@@ -3,7 +3,7 @@
 The hot path is two buffer-based reductions, in flight together, on float64
 buffers whose layout every rank already agrees on (the *layout* is a tuple of
 keys). Buffers, their views and the two requests are made once per layout:
-MPI-4 persistent collectives (``Allreduce_init``; a step is one ``Startall``
+MPI-4 persistent collectives (``Allreduce_init``; a step is two ``Start``
 and one wait, blocking or, under a timeout or signal handlers, polled with
 ``Test``) where the MPI has them, else two ``Iallreduce`` and one wait
 (:meth:`Topology.pair`):

@@ -76,10 +76,16 @@ def _source(shape: str, trail: bool) -> str:
         + "):",
         "            return None",
     ]
-    if values:  # NaN fails these comparisons too: the general path prints it
+    if values:
+        # Positive values in range (the usual line) pass one comparison each; else
+        # the range check, and after formatting a look for values that round to
+        # zero ("=0.000", "=-0.000"). NaN fails both: the general path prints it.
         lines += [
-            "        if not (" + " and ".join(f"-LARGE < {v} < LARGE" for v in values) + "):",
-            "            return None",
+            "        near_zero = False",
+            "        if not (" + " and ".join(f"small <= {v} < LARGE" for v in values) + "):",
+            "            if not (" + " and ".join(f"-LARGE < {v} < LARGE" for v in values) + "):",
+            "                return None",
+            "            near_zero = True",
         ]
     lines += [f"        c{i} = counter_value(cl{i}, c{i})" for i in range(len(counters))]
     if stds:
@@ -91,11 +97,9 @@ def _source(shape: str, trail: bool) -> str:
         ]
     else:
         lines.append(f"        line = template % ({', '.join(text_args)},)")
-    if values:  # a value that rounds to zero prints "=0.000" or "=-0.000": general path
+    if values:
         lines += [
-            "        if not (" + " and ".join(f"small <= {v}" for v in values) + ") and (",
-            "            zero in line or neg_zero in line",
-            "        ):",
+            "        if near_zero and (zero in line or neg_zero in line):",
             "            return None",
         ]
     lines += [
