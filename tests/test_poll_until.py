@@ -42,8 +42,9 @@ def test_balanced_wait_neither_yields_nor_sleeps(calls):
     assert calls == {"yield": 0, "sleep": 0}
 
 
-def test_a_late_peer_gets_the_cpu_before_any_sleep(calls):
+def test_a_late_peer_gets_the_cpu_before_any_sleep(calls, monkeypatch):
     """Past the free spins every test is followed by a yield (more ranks than cores)."""
+    monkeypatch.setattr(ct, "_SPIN_SECONDS", 600.0)  # a preempted test run stays in the spin
     after = ct._FREE_SPINS + 50
     ct.poll_until([Request(after), Request(1)], time.monotonic() + 60, lambda: "late")
     assert calls["yield"] >= 50 and calls["sleep"] == 0
