@@ -385,7 +385,7 @@ class History(HistoryCompat):
         flat = norm.scalar_values
         if self._reducer is None:
             return flat, self._layouts.get(raw_keys)
-        # The list itself: small layouts reduce through Python lists (Reducer._reduce_small).
+        # The list itself: small layouts reduce on Python floats (Reducer._reduce_small).
         result = self._reducer.reduce(raw_keys, flat, step)
         layout = self._layouts.get(raw_keys, result.keys, result.suffixes)
         return flat + result.flat_values(), layout

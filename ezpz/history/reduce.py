@@ -73,9 +73,9 @@ _POSITION_CACHE = 64
 # MAX-buffer header: mismatch, fingerprint, -fingerprint, any non-finite, partial key set.
 _H = 5
 _SIGNS = np.array([[1.0], [-1.0]])
-# Layouts up to this many keys take the pure-Python step (Reducer._reduce_small):
-# at a few tens of keys a handful of list comprehensions beat ~16 numpy calls,
-# each with a microsecond of dispatch on arrays this small.
+# Layouts up to this many keys take the pure-Python step (Reducer._reduce_small,
+# code written out per key: ezpz/history/small_step.py): at a few tens of keys it
+# beats ~16 numpy calls, each with a microsecond of dispatch on arrays this small.
 SMALL_LAYOUT = 32
 _F64 = np.dtype(np.float64)
 _count_nonzero = np.count_nonzero
@@ -236,7 +236,7 @@ class Reducer:
 
         self._MAX, self._SUM = MPI.MAX, MPI.SUM
         self._pair: Any = None
-        #: layouts up to this many keys reduce through Python lists (0: numpy always)
+        #: layouts up to this many keys take the pure-Python step (0: numpy always)
         self.small_layout = SMALL_LAYOUT
         self._set_layout(())
 
@@ -426,7 +426,7 @@ class Reducer:
             return self._finish_fast(x, step)
         return self._finish(x, finite, step)
 
-    # -- the small-layout step (Python lists) -----------------------------------------
+    # -- the small-layout step (Python floats) ----------------------------------------
 
     def _reduce_small(
         self,
